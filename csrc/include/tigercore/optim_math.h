@@ -1,0 +1,154 @@
+// optim_math.h — the per-element Lion and Tiger steps, written once for the CPU and CUDA kernels.
+//   Lion:  c = fma(b1, m, (1-b1) g);  u = fma(wd, w, sign(c));  w' = fma(-eta, u, w);
+//          m' = fma(b2, m, (1-b2) g)
+//   Tiger: m' = fma(b1, m, b2 g);  u = fma(wd, w, sign(m'));  w' = fma(-eta, u, w)
+//          on a non-finite gradient (guard): m' = m, w' = fma(w - c, s, c)
+// Spec: shared/spec/optimizers.md §1.1, §2, §3.1–3.4. Reference: tigercore/reference/optim.py.
+#pragma once
+#include <cmath>
+#include "tigercore/philox.h"
+
+namespace tigercore {
+
+enum class Precision : int32_t { kNone = 0, kKahan = 1, kStochastic = 2, kMaster = 3 };
+
+TC_FN float fma_op(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+TC_FN double fma_op(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return __fma_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+// [note: sign keeps NaN]
+// sign(0) = 0 and sign(NaN) = NaN, exactly as torch.sign. The bare (x > 0) - (x < 0) idiom maps
+// NaN to 0, which would hide a diverged momentum; it is forbidden (optimizers.md §3.1).
+template <typename T>
+TC_FN T sign_keep_nan(T x) {
+  return (x != x) ? x : T(int(x > T(0)) - int(x < T(0)));
+}
+
+// Coefficients of one call, rounded once from float64 to the op-math type on the host
+// (optimizers.md §2.8 decision 4).
+template <typename T>
+struct LionCoeffs {
+  T beta1, one_minus_beta1, beta2, one_minus_beta2;
+};
+template <typename T>
+struct TigerCoeffs {
+  T b1, b2;  // m' = fma(b1, m, b2 g): b1 = beta on a group's first micro-step, else 1
+};
+
+template <typename T>
+TC_FN void lion_update(T& w, T& m, T g, const LionCoeffs<T>& k, T eta, T wd) {
+  const T c = fma_op(k.beta1, m, k.one_minus_beta1 * g);
+  const T u = fma_op(wd, w, sign_keep_nan(c));
+  w = fma_op(-eta, u, w);
+  m = fma_op(k.beta2, m, k.one_minus_beta2 * g);
+}
+
+template <typename T>
+TC_FN void tiger_momentum(T& m, T g, const TigerCoeffs<T>& k) { m = fma_op(k.b1, m, k.b2 * g); }
+
+template <typename T>
+TC_FN void tiger_param(T& w, T m, T eta, T wd) {
+  const T u = fma_op(wd, w, sign_keep_nan(m));
+  w = fma_op(-eta, u, w);
+}
+
+// [note: Tiger shrink]  tiger.py's NaN branch: theta <- (theta - c) * s + c, one fma.
+template <typename T>
+TC_FN T tiger_shrink(T w, T centre, T ratio) { return fma_op(w - centre, ratio, centre); }
+
+// ---- storing the updated parameter (optimizers.md §3.4) -------------------------------------
+// [note: precision modes]
+// The update is always computed in fp32 (fp64 for fp64 params); the modes differ only in how the
+// new value w' is stored into a bf16/fp16 parameter:
+//   none:       theta = RNE(w')
+//   kahan:      delta = w' - w (exact: w, w' are close fp32 values), y = delta + kappa,
+//               s = w + y, theta = RNE(s), kappa = RNE(s - theta)        (kappa: `kahan_comp`)
+//   stochastic: theta = SR(w') with the Philox word of [note: stochastic rounding stream]
+//   master:     master = w', theta = RNE(w')                             (master: `master_param`)
+// For fp32/fp64 parameters every mode is "none".
+template <typename S> struct sr_store;
+template <> struct sr_store<bfloat16_t> {
+  TC_FN void run(bfloat16_t* p, int64_t i, float v, uint32_t r) { p[i].bits = float_to_bf16_stochastic(v, r); }
+};
+template <> struct sr_store<half_t> {
+  TC_FN void run(half_t* p, int64_t i, float v, uint32_t r) { p[i].bits = float_to_fp16_stochastic(v, r); }
+};
+template <> struct sr_store<float> {
+  TC_FN void run(float* p, int64_t i, float v, uint32_t) { p[i] = v; }
+};
+template <> struct sr_store<double> {
+  TC_FN void run(double* p, int64_t i, double v, uint32_t) { p[i] = v; }
+};
+
+// Everything a loop needs to know about one tensor's stochastic-rounding stream.
+struct SrKey {
+  uint32_t seed;
+  uint32_t param_id;
+  uint64_t step;
+};
+
+template <Precision kMode, typename P>
+struct ParamAccess {
+  using T = typename storage<P>::opmath;
+  // aux: kahan -> P* compensation, master -> float* master copy, otherwise unused.
+  TC_FN T load(const P* param, const void* aux, int64_t i) {
+    if constexpr (kMode == Precision::kMaster) return static_cast<const float*>(aux)[i];
+    else return storage<P>::load(param, i);
+  }
+  TC_FN void store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+    if constexpr (kMode == Precision::kNone) {
+      storage<P>::store(param, i, w_new);
+    } else if constexpr (kMode == Precision::kKahan) {
+      P* comp = static_cast<P*>(aux);
+      const T y = (w_new - w_old) + storage<P>::load(comp, i);
+      const T s = w_old + y;
+      storage<P>::store(param, i, s);
+      const T kept = storage<P>::load(param, i);
+      storage<P>::store(comp, i, s - kept);
+    } else if constexpr (kMode == Precision::kStochastic) {
+      sr_store<P>::run(param, i, w_new, sr_random_word(key.seed, key.param_id, key.step, uint64_t(i)));
+    } else {  // master
+      static_cast<float*>(aux)[i] = w_new;
+      storage<P>::store(param, i, w_new);
+    }
+  }
+};
+
+// Is x finite? (NaN and +-Inf fail.) Written on bits so that -ffast-math can never fold it.
+TC_FN bool is_finite_bits(float x) { return (float_as_bits(x) & 0x7F800000u) != 0x7F800000u; }
+TC_FN bool is_finite_bits(double x) {
+  uint64_t u;
+#if defined(__CUDA_ARCH__)
+  u = static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  std::memcpy(&u, &x, sizeof(u));
+#endif
+  return (u & 0x7FF0000000000000ull) != 0x7FF0000000000000ull;
+}
+
+// Tiger's per-call schedule from the micro-step count t (optimizers.md §2.2):
+//   b1 = beta if t mod k == 0 else 1;  the parameter moves iff (t + 1) mod k == 0.
+TC_FN bool tiger_is_first_micro_step(int64_t t, int64_t k) { return t % k == 0; }
+TC_FN bool tiger_is_update_step(int64_t t, int64_t k) { return (t + 1) % k == 0; }
+
+// Per-class step size eta from the pre-update RMS (optimizers.md §2.3, §2.8.3):
+//   K/E: alpha * max(rms, floor) with rms = sqrt(sumsq / n) in fp64;  V: 0.5 * alpha.
+// Computed in fp64 and rounded to the op-math type once.
+TC_FN double tiger_eta_from_sumsq(double alpha, double sumsq, int64_t n, double rms_floor) {
+  double rms = n > 0 ? sqrt(sumsq / double(n)) : 0.0;
+  if (rms < rms_floor) rms = rms_floor;
+  return alpha * rms;
+}
+
+}  // namespace tigercore

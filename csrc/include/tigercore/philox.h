@@ -1,0 +1,71 @@
+// philox.h — Philox4x32-10 counter-based RNG and stochastic rounding to bf16/fp16.
+// Spec: shared/spec/optimizers.md §3.4 (counter, key, rounding rules) and §6 (known answers).
+// [Salmon et al., SC'11]. Reference: tigercore/reference/numerics.py (philox4x32, stochastic_round).
+#pragma once
+#include "tigercore/float_bits.h"
+
+namespace tigercore {
+
+struct uint4x32 { uint32_t x, y, z, w; };
+
+TC_FN void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+  const uint64_t p = uint64_t(a) * uint64_t(b);
+  hi = uint32_t(p >> 32);
+  lo = uint32_t(p);
+}
+
+// Philox4x32 with 10 rounds; the first round uses the original key.
+TC_FN uint4x32 philox4x32_10(uint4x32 c, uint32_t k0, uint32_t k1) {
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0, lo0, hi1, lo1;
+    mulhilo32(0xD2511F53u, c.x, hi0, lo0);
+    mulhilo32(0xCD9E8D57u, c.z, hi1, lo1);
+    c = uint4x32{hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0};
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c;
+}
+
+// [note: stochastic rounding stream]
+// The random word for element i of parameter p at step t (state['step'] on entry) is word
+// (i mod 4) of Philox4x32-10 with counter (lo(i/4), hi(i/4), lo(t), hi(t)) and key (seed, p).
+// It depends on nothing else (not on threads, chunking or device), so the reference, the CPU
+// kernel and the CUDA kernel round identically.
+TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i) {
+  const uint64_t q = i >> 2;
+  const uint4x32 r = philox4x32_10(
+      uint4x32{uint32_t(q), uint32_t(q >> 32), uint32_t(t), uint32_t(t >> 32)}, seed, p);
+  switch (i & 3u) {
+    case 0: return r.x;
+    case 1: return r.y;
+    case 2: return r.z;
+    default: return r.w;
+  }
+}
+
+// bf16: add the top 16 random bits below the kept mantissa, then truncate.
+TC_FN uint16_t float_to_bf16_stochastic(float x, uint32_t r) {
+  const uint32_t u = float_as_bits(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t(0x7FC0u);
+  return uint16_t((u + (r >> 16)) >> 16);
+}
+
+// fp16: lo = x rounded toward zero, hi = next fp16 away from zero (Inf beyond 65504, spacing 32);
+// take hi iff (r >> 8) < 2^24 * (|x| - |lo|) / (|hi| - |lo|). The right side is exact in fp32:
+// |x| - |lo| is exact (Sterbenz) and |hi| - |lo| is a power of two.
+TC_FN uint16_t float_to_fp16_stochastic(float x, uint32_t r) {
+  const uint32_t ux = float_as_bits(x);
+  if ((ux & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t(0x7E00u);
+  const uint16_t sign = uint16_t((ux >> 16) & 0x8000u);
+  const float ax = bits_as_float(ux & 0x7FFFFFFFu);
+  uint16_t lo = float_to_fp16_rne(ax);                // magnitude, RNE
+  if (lo == 0x7C00u || fp16_to_float(lo) > ax) lo = uint16_t(lo - 1u);  // toward zero
+  const uint16_t hi = uint16_t(lo + 1u);
+  const float ulp = (hi == 0x7C00u) ? 32.0f : fp16_to_float(hi) - fp16_to_float(lo);
+  const float threshold = (ax - fp16_to_float(lo)) * (16777216.0f / ulp);
+  const bool up = float(r >> 8) < threshold;
+  return uint16_t(sign | (up ? hi : lo));
+}
+
+}  // namespace tigercore
