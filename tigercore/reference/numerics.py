@@ -37,8 +37,10 @@ def fma(a: torch.Tensor, b: torch.Tensor | float, c: torch.Tensor) -> torch.Tens
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = 0 and sign(NaN) = NaN ([note: sign keeps NaN])."""
-    return torch.sign(x)
+    """sign with sign(0) = 0 and sign(NaN) = NaN ([note: sign keeps NaN]).
+
+    torch.sign itself is not enough: in torch 2.14 it returns 0 for NaN on the CPU."""
+    return torch.where(torch.isnan(x), x, torch.sign(x))
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
