@@ -5,6 +5,8 @@ FAILS instead of skipping: a broken registration must never pass as "reference v
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -20,12 +22,18 @@ def native_expected() -> bool:
     return _native.is_loaded()
 
 
+# CI sets TIGERCORE_REQUIRE_NATIVE=1: a build whose extension does not load must fail, not skip.
+REQUIRE_NATIVE = os.environ.get("TIGERCORE_REQUIRE_NATIVE") == "1"
+
+
 def requires_native(op: str, device: str = "cpu"):
     """Skip when no extension is built (or no device); fail when it is built but the kernel is
     not registered."""
     if device == "cuda" and not HAS_CUDA:
         pytest.skip("no CUDA device")
     if not native_expected():
+        if REQUIRE_NATIVE:
+            pytest.fail(f"TIGERCORE_REQUIRE_NATIVE=1 but the extension did not load: {_native.load_error()}")
         pytest.skip(f"native extension not built: {_native.load_error()}")
     if not tigercore.has_native(op, device):
         pytest.fail(f"tigercore::{op} has no native {device} kernel although the extension is loaded")
