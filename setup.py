@@ -107,7 +107,7 @@ def extension():
                             extra_compile_args={"cxx": cxx})
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
     cxx.append("-DTIGERCORE_WITH_CUDA")
-    nvcc = opt + ["-std=c++20", "-DTIGERCORE_WITH_CUDA", "--expt-relaxed-constexpr",
+    nvcc = opt + ["-std=c++20", "-DTIGERCORE_WITH_CUDA", "--expt-relaxed-constexpr", "--fmad=false",
                   "-Xptxas=-v" if env_flag("TIGERCORE_PTXAS_VERBOSE") else "-Xptxas=-O3"]
     if debug:
         nvcc.append("-lineinfo")

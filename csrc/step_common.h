@@ -176,6 +176,26 @@ inline void describe_tensors(const StepInputs& in, Precision mode, const SignSte
     t.update = true;
     t.eta = 0.0;
     t.eta_rows = nullptr;
+    t.want_sumsq = false;
+  }
+}
+
+// [note: version counters]
+// The ops write through raw pointers, so they bump the version counters of what they modified
+// themselves, as in-place torch ops do: autograd then refuses stale saved tensors, and Tiger's
+// carried sums of squares notice any later write. A parameter is only bumped when it was written.
+inline void bump_version(const at::Tensor& t) {
+  if (t.defined() && !t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
+}
+inline void bump_versions(const StepInputs& in, const std::vector<char>& params_written) {
+  for (size_t i = 0; i < in.params.size(); ++i) {
+    if (params_written[i]) {
+      bump_version(in.params[i]);
+      if (!in.aux.empty() && in.aux[i].numel() > 0) bump_version(in.aux[i]);
+    }
+    bump_version(in.exp_avgs[i]);
+    bump_version(in.steps[i]);
+    if (in.grad_scale.has_value()) bump_version(in.grads[i]);
   }
 }
 

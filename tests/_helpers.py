@@ -30,11 +30,11 @@ def lion(backend, params, grads, moms, *, lr, betas=(0.9, 0.99), wd=0.0, steps=N
 
 
 def tiger(backend, params, grads, moms, *, lr, beta=0.965, wd=0.01, k=1, cls="K", shrink=0.99,
-          centre=0.0, guard=True, rms_floor=0.0, steps=None, aux=(), precision="none", seed=0,
+          centre=0.0, guard=True, rms_floor=0.0, steps=None, aux=(), rms_cache=(), precision="none", seed=0,
           maximize=False, grad_scale=None, found_inf=None, param_ids=None):
     fn = step_fns(backend)[1]
     steps = steps if steps is not None else steps_like(params)
-    fn(list(params), list(grads), list(moms), list(aux), steps, lr=lr, beta=beta, weight_decay=wd,
+    fn(list(params), list(grads), list(moms), list(aux), steps, list(rms_cache), lr=lr, beta=beta, weight_decay=wd,
        grad_accum_steps=k, tiger_class=cls, shrink_ratio=shrink, shrink_center=centre,
        nonfinite_guard=guard, rms_floor=rms_floor, maximize=maximize, precision=precision, seed=seed,
        param_ids=list(param_ids if param_ids is not None else range(len(params))),

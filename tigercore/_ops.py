@@ -12,17 +12,17 @@ from .reference import optim as _ref_optim
 
 _LIB = torch.library.Library("tigercore", "FRAGMENT")
 
-_COMMON_HEAD = ("Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, Tensor(d!)[] aux, "
-                "Tensor(e!)[] steps, *")
 # Must match the C++ signatures in csrc/cpu/optim_ops.cpp and csrc/cuda/optim_step.cu.
-_COMMON_TAIL = "bool maximize, str precision, int seed, int[] param_ids, Tensor? grad_scale=None, Tensor? found_inf=None"
+_LISTS = ("Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, Tensor(d!)[] aux, "
+          "Tensor(e!)[] steps")
+_TAIL = ("bool maximize, str precision, int seed, int[] param_ids, Tensor? grad_scale=None, "
+         "Tensor? found_inf=None")
 
 SCHEMAS = {
-    "lion_step_": f"({_COMMON_HEAD}, float lr, float beta1, float beta2, float weight_decay, "
-                  f"{_COMMON_TAIL}) -> ()",
-    "tiger_step_": f"({_COMMON_HEAD}, float lr, float beta, float weight_decay, int grad_accum_steps, "
-                   f"str tiger_class, float shrink_ratio, float shrink_center, bool nonfinite_guard, "
-                   f"float rms_floor, {_COMMON_TAIL}) -> ()",
+    "lion_step_": f"({_LISTS}, *, float lr, float beta1, float beta2, float weight_decay, {_TAIL}) -> ()",
+    "tiger_step_": f"({_LISTS}, Tensor(f!)[] rms_cache, *, float lr, float beta, float weight_decay, "
+                   f"int grad_accum_steps, str tiger_class, float shrink_ratio, float shrink_center, "
+                   f"bool nonfinite_guard, float rms_floor, {_TAIL}) -> ()",
 }
 
 _DEFAULT_KERNELS = {"lion_step_": _ref_optim.lion_step_, "tiger_step_": _ref_optim.tiger_step_}

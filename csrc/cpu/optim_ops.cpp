@@ -1,11 +1,13 @@
 // optim_ops.cpp — CPU entry points of tigercore::lion_step_ and tigercore::tiger_step_.
-// Checks every input before anything is modified, runs Tiger's pre-pass (non-finite guard, RMS
-// per tensor / per row), then the fused update over fixed chunks with at::parallel_for, using the
-// instruction-set variant chosen by isa.cpp. Reference: tigercore/reference/optim.py.
+// Checks every input before anything is modified, then runs the fused update over fixed chunks
+// with at::parallel_for, using the instruction-set variant chosen by isa.cpp. Tiger's per-tensor
+// inputs (non-finite guard, RMS per tensor / per row) come from [note: Tiger without an extra
+// pass]. Reference: tigercore/reference/optim.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -17,45 +19,105 @@ namespace cpu {
 namespace {
 
 // [note: fixed chunking]
-// Work is split into chunks of kChunk elements that never cross a tensor boundary. Chunk bounds
-// depend only on the tensor sizes, so every reduction tree (and therefore every result) is the
-// same for any number of threads.
-constexpr int64_t kChunk = int64_t(1) << 15;
+// Work is split into chunks of about kChunk elements that never cross a tensor boundary (and, for
+// Tiger's E class, never cross a row). Chunk bounds depend only on the tensor shapes, so every
+// reduction tree, and therefore every result, is the same for any number of threads.
+constexpr int64_t kChunk = int64_t(1) << 13;
+
+// [note: Tiger without an extra pass]
+// Tiger needs, before it updates a tensor, (a) whether its gradient is finite (the guard) and
+// (b) sum(theta^2) of the pre-update tensor (per row for E). Neither may cost a full extra pass:
+//  (b) The update loop of step t-1 holds theta_t in registers: it adds up the squares as it goes
+//      (in the lane pattern of [note: deterministic sum of squares] and the same chunks as a fresh
+//      pass, so the sums are bitwise the same) and we keep them in the optimizer state (`rms_cache`: row sums, then the version counter
+//      and data pointer of the tensor they describe). At step t the sums are trusted only if that
+//      tensor's version counter and data pointer are unchanged, i.e. nothing wrote to it through
+//      autograd-visible in-place ops since; otherwise they are recomputed. (Writes through
+//      `.data` bypass the version counter: call Tiger.invalidate_rms_cache() after them.)
+//  (c) The guard's check reads the gradient once more. Tensors are processed in batches of about
+//      kBatch elements, check then update, so that for all but the largest tensors the second
+//      read of the gradient comes from cache, not from memory.
+constexpr int64_t kBatch = int64_t(1) << 20;
 
 struct WorkItem {
   int32_t tensor;
   int64_t begin, end;
 };
 
-std::vector<WorkItem> make_chunks(const std::vector<SignStepTensor>& tensors,
+int64_t chunk_len(const SignStepTensor& t, const SignStepCall& c) {
+  if (c.algo == Algo::kTiger && c.tiger_class == TigerClass::kE && t.row_len > 0)
+    return std::max<int64_t>(1, kChunk / t.row_len) * t.row_len;
+  return kChunk;
+}
+
+std::vector<WorkItem> make_chunks(const std::vector<SignStepCall>& calls,
+                                  const std::vector<SignStepTensor>& tensors, size_t first, size_t last,
                                   const std::vector<char>& active) {
   std::vector<WorkItem> items;
-  for (size_t t = 0; t < tensors.size(); ++t) {
+  for (size_t t = first; t < last; ++t) {
     if (!active[t]) continue;
-    for (int64_t b = 0; b < tensors[t].numel; b += kChunk)
-      items.push_back({int32_t(t), b, std::min(tensors[t].numel, b + kChunk)});
+    const int64_t len = chunk_len(tensors[t], calls[t]);
+    for (int64_t b = 0; b < tensors[t].numel; b += len)
+      items.push_back({int32_t(t), b, std::min(tensors[t].numel, b + len)});
   }
   return items;
 }
 
-void run_update(const std::vector<SignStepCall>& calls, const std::vector<SignStepTensor>& tensors,
-                const std::vector<char>& active) {
+const void* rms_source(const SignStepCall& c, const SignStepTensor& t) {
+  return c.precision == Precision::kMaster ? t.aux : t.param;
+}
+DType rms_dtype(const SignStepCall& c) {
+  return c.precision == Precision::kMaster ? DType::kFloat32 : c.param_dtype;
+}
+
+// Sums of squares of the tensors' working copies: one per tensor (K) or per row (E), written into
+// sums[t] (resized by the caller). Chunk partials are added in chunk order.
+void sum_squares_into(const std::vector<SignStepCall>& calls, const std::vector<SignStepTensor>& tensors,
+                      const std::vector<WorkItem>& items, std::vector<std::vector<double>>& sums) {
   const KernelTable& k = active_kernels();
-  const std::vector<WorkItem> items = make_chunks(tensors, active);
+  std::vector<double> partial(items.size(), 0.0);
   at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t w = b; w < e; ++w) {
       const WorkItem& it = items[w];
-      k.sign_step(calls[it.tensor], tensors[it.tensor], it.begin, it.end);
+      const SignStepCall& c = calls[it.tensor];
+      const SignStepTensor& t = tensors[it.tensor];
+      if (c.tiger_class == TigerClass::kE) {
+        for (int64_t r = it.begin / t.row_len; r < it.end / t.row_len; ++r)
+          sums[it.tensor][r] = k.sum_squares(rms_dtype(c), rms_source(c, t), r * t.row_len, (r + 1) * t.row_len);
+      } else {
+        partial[w] = k.sum_squares(rms_dtype(c), rms_source(c, t), it.begin, it.end);
+      }
     }
   });
+  for (size_t w = 0; w < items.size(); ++w)
+    if (calls[items[w].tensor].tiger_class != TigerClass::kE) sums[items[w].tensor][0] += partial[w];
+}
+
+// The update pass. For the tensors with want_sumsq (Tiger K/E whose sums are carried) the kernel
+// also returns the sums of squares of the new working values, computed in the update loop itself.
+void run_update(const std::vector<SignStepCall>& calls, const std::vector<SignStepTensor>& tensors,
+                const std::vector<WorkItem>& items, std::vector<std::vector<double>>& new_sums) {
+  const KernelTable& k = active_kernels();
+  std::vector<double> partial(items.size(), 0.0);
+  at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t w = b; w < e; ++w) {
+      const WorkItem& it = items[w];
+      const SignStepCall& c = calls[it.tensor];
+      const SignStepTensor& t = tensors[it.tensor];
+      const bool rows = t.want_sumsq && c.tiger_class == TigerClass::kE;
+      partial[w] = k.sign_step(c, t, it.begin, it.end, rows ? new_sums[it.tensor].data() : nullptr);
+    }
+  });
+  for (size_t w = 0; w < items.size(); ++w) {
+    const int32_t t = items[w].tensor;
+    if (tensors[t].want_sumsq && calls[t].tiger_class != TigerClass::kE) new_sums[t][0] += partial[w];
+  }
 }
 
 // Tiger's guard: does tensor t's (unscaled) gradient hold a NaN or Inf?
-std::vector<char> nonfinite_flags(const std::vector<SignStepCall>& calls,
-                                  const std::vector<SignStepTensor>& tensors,
-                                  const std::vector<char>& active) {
+void nonfinite_flags(const std::vector<SignStepCall>& calls, std::vector<SignStepTensor>& tensors,
+                     const std::vector<WorkItem>& items) {
   const KernelTable& k = active_kernels();
-  const std::vector<WorkItem> items = make_chunks(tensors, active);
   std::vector<char> item_ok(items.size(), 1);
   at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t w = b; w < e; ++w) {
@@ -65,51 +127,39 @@ std::vector<char> nonfinite_flags(const std::vector<SignStepCall>& calls,
                                 c.has_grad_scale, c.grad_scale);
     }
   });
-  std::vector<char> bad(tensors.size(), 0);
   for (size_t w = 0; w < items.size(); ++w)
-    if (!item_ok[w]) bad[items[w].tensor] = 1;
-  return bad;
+    if (!item_ok[w]) tensors[items[w].tensor].shrink = true;
 }
 
-// Sum of squares of the working copy of tensor t (master copy in "master" mode), per tensor for
-// K and per row for E, in float64; chunk partials are added in chunk order.
-std::vector<double> tensor_sumsq(const std::vector<SignStepCall>& calls,
-                                 const std::vector<SignStepTensor>& tensors,
-                                 const std::vector<char>& active) {
-  const KernelTable& k = active_kernels();
-  const std::vector<WorkItem> items = make_chunks(tensors, active);
-  std::vector<double> partial(items.size(), 0.0);
-  at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t w = b; w < e; ++w) {
-      const WorkItem& it = items[w];
-      const SignStepCall& c = calls[it.tensor];
-      const SignStepTensor& t = tensors[it.tensor];
-      const bool master = c.precision == Precision::kMaster;
-      partial[w] = k.sum_squares(master ? DType::kFloat32 : c.param_dtype,
-                                 master ? t.aux : t.param, it.begin, it.end);
-    }
-  });
-  std::vector<double> sums(tensors.size(), 0.0);
-  for (size_t w = 0; w < items.size(); ++w) sums[items[w].tensor] += partial[w];
-  return sums;
+// ---- the carried sums of squares ------------------------------------------------------------
+int64_t rows_of(const SignStepTensor& t) { return t.row_len > 0 ? t.numel / t.row_len : 0; }
+
+const at::Tensor& rms_tensor(const StepInputs& in, const SignStepCall& c, size_t i) {
+  return c.precision == Precision::kMaster ? in.aux[i] : in.params[i];
 }
 
-std::vector<double> row_sumsq(const SignStepCall& c, const SignStepTensor& t) {
-  const KernelTable& k = active_kernels();
-  const int64_t rows = t.row_len > 0 ? t.numel / t.row_len : 0;
-  std::vector<double> sums(size_t(rows), 0.0);
-  const bool master = c.precision == Precision::kMaster;
-  const DType dt = master ? DType::kFloat32 : c.param_dtype;
-  const void* data = master ? t.aux : t.param;
-  const int64_t grain = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, t.row_len));
-  at::parallel_for(0, rows, grain, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) sums[r] = k.sum_squares(dt, data, r * t.row_len, (r + 1) * t.row_len);
-  });
-  return sums;
+bool cache_valid(const at::Tensor& cache, const at::Tensor& src, int64_t rows) {
+  if (!cache.defined() || cache.numel() != rows + 2) return false;
+  const double* d = cache.data_ptr<double>();
+  return d[rows] == double(src._version()) &&
+         d[rows + 1] == double(reinterpret_cast<uintptr_t>(src.data_ptr()));
 }
 
-void advance_steps(at::TensorList steps) {
-  for (const at::Tensor& s : steps) s.data_ptr<int64_t>()[0] += 1;
+void store_cache(const at::Tensor& cache, const at::Tensor& src, const std::vector<double>& sums) {
+  const int64_t rows = int64_t(sums.size());
+  if (!cache.defined() || cache.numel() != rows + 2) return;
+  double* d = cache.data_ptr<double>();
+  std::copy(sums.begin(), sums.end(), d);
+  d[rows] = double(src._version());
+  d[rows + 1] = double(reinterpret_cast<uintptr_t>(src.data_ptr()));
+}
+
+void check_rms_cache(at::TensorList cache, size_t n) {
+  TORCH_CHECK(cache.empty() || cache.size() == n, "tigercore::tiger_step_: rms_cache must be empty or have one "
+              "tensor per param, got ", cache.size(), " for ", n, " params");
+  for (size_t i = 0; i < cache.size(); ++i)
+    TORCH_CHECK(cache[i].scalar_type() == at::kDouble && cache[i].device().is_cpu() && cache[i].is_contiguous(),
+                "tigercore::tiger_step_: rms_cache[", i, "] must be a contiguous float64 CPU tensor");
 }
 
 void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
@@ -135,24 +185,27 @@ void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
   std::vector<SignStepCall> calls;
   std::vector<SignStepTensor> tensors;
   describe_tensors(in, mode, base, calls, tensors);
-  std::vector<char> active(tensors.size(), 1);
   for (auto& t : tensors) t.eta = lr;
-  run_update(calls, tensors, active);
-  advance_steps(steps);
+  const std::vector<char> all(tensors.size(), 1);
+  std::vector<std::vector<double>> unused(tensors.size());
+  run_update(calls, tensors, make_chunks(calls, tensors, 0, tensors.size(), all), unused);
+  for (const at::Tensor& s : steps) s.data_ptr<int64_t>()[0] += 1;
+  bump_versions(in, /*params_written=*/all);
 }
 
 void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                    at::TensorList aux, at::TensorList steps, double lr, double beta,
-                    double weight_decay, int64_t grad_accum_steps, c10::string_view tiger_class,
-                    double shrink_ratio, double shrink_center, bool nonfinite_guard,
-                    double rms_floor, bool maximize, c10::string_view precision, int64_t seed,
-                    at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
+                    at::TensorList aux, at::TensorList steps, at::TensorList rms_cache, double lr,
+                    double beta, double weight_decay, int64_t grad_accum_steps,
+                    c10::string_view tiger_class, double shrink_ratio, double shrink_center,
+                    bool nonfinite_guard, double rms_floor, bool maximize, c10::string_view precision,
+                    int64_t seed, at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
                     const std::optional<at::Tensor>& found_inf) {
   StepInputs in{params, grads, exp_avgs, aux, steps, param_ids, grad_scale, found_inf};
   const Precision mode = parse_precision(precision);
   const TigerClass cls = parse_tiger_class(tiger_class);
   check_step_inputs("tiger_step_", in, mode, at::kCPU);
   check_tiger_hyper(lr, beta, weight_decay, grad_accum_steps, shrink_ratio, rms_floor);
+  check_rms_cache(rms_cache, params.size());
   if (found_inf_is_set_cpu(found_inf)) return;
 
   SignStepCall base{};
@@ -173,35 +226,62 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   std::vector<SignStepTensor> tensors;
   describe_tensors(in, mode, base, calls, tensors);
   const size_t n = tensors.size();
+  const bool needs_rms = cls != TigerClass::kV;
+  std::vector<std::vector<double>> sums(n), new_sums(n);
+  std::vector<char> written(n, 0), resum(n, 0);
+  for (size_t i = 0; i < n; ++i) tensors[i].update = tiger_is_update_step(tensors[i].step, grad_accum_steps);
 
-  std::vector<char> all(n, 1);
-  if (nonfinite_guard) {
-    const std::vector<char> bad = nonfinite_flags(calls, tensors, all);
-    for (size_t i = 0; i < n; ++i) tensors[i].shrink = bad[i] != 0;
-  }
-  std::vector<char> needs_rms(n, 0);
-  for (size_t i = 0; i < n; ++i) {
-    SignStepTensor& t = tensors[i];
-    t.update = tiger_is_update_step(t.step, grad_accum_steps);
-    if (cls == TigerClass::kK && t.update && !t.shrink) needs_rms[i] = 1;
-  }
-  const std::vector<double> sums = tensor_sumsq(calls, tensors, needs_rms);
-  std::vector<std::vector<double>> eta_rows(n);
-  for (size_t i = 0; i < n; ++i) {
-    SignStepTensor& t = tensors[i];
-    if (!t.update || t.shrink) continue;
-    if (cls == TigerClass::kV) {
-      t.eta = 0.5 * lr;
-    } else if (cls == TigerClass::kK) {
-      t.eta = tiger_eta_from_sumsq(lr, sums[i], t.numel, rms_floor);
-    } else {
-      eta_rows[i] = row_sumsq(calls[i], t);
-      for (double& v : eta_rows[i]) v = tiger_eta_from_sumsq(lr, v, t.row_len, rms_floor);
-      t.eta_rows = eta_rows[i].data();
+  // Batches of consecutive tensors: check, then update, while the gradients are in cache. With
+  // the guard off there is nothing to re-read, and one batch (one parallel pass) does it all.
+  size_t first = 0;
+  while (first < n) {
+    size_t last = first;
+    int64_t elems = 0;
+    while (last < n && (elems < kBatch || !nonfinite_guard)) elems += tensors[last++].numel;
+    const std::vector<char> all(n, 1);
+    if (nonfinite_guard) nonfinite_flags(calls, tensors, make_chunks(calls, tensors, first, last, all));
+
+    std::vector<char> fresh(n, 0);
+    bool any_fresh = false;
+    for (size_t i = first; i < last; ++i) {
+      SignStepTensor& t = tensors[i];
+      written[i] = t.update || t.shrink;
+      if (!needs_rms) continue;
+      const int64_t rows = rows_of(t);
+      resum[i] = written[i] && !rms_cache.empty();
+      t.want_sumsq = resum[i];
+      if (resum[i]) new_sums[i].assign(size_t(rows), 0.0);
+      if (!t.update || t.shrink) continue;
+      const at::Tensor& src = rms_tensor(in, calls[i], i);
+      if (!rms_cache.empty() && cache_valid(rms_cache[i], src, rows)) {
+        const double* d = rms_cache[i].data_ptr<double>();
+        sums[i].assign(d, d + rows);
+      } else {
+        sums[i].assign(size_t(rows), 0.0);
+        fresh[i] = 1;
+        any_fresh = true;
+      }
     }
+    if (any_fresh) sum_squares_into(calls, tensors, make_chunks(calls, tensors, first, last, fresh), sums);
+    for (size_t i = first; i < last; ++i) {
+      SignStepTensor& t = tensors[i];
+      if (!t.update || t.shrink) continue;
+      if (cls == TigerClass::kV) {
+        t.eta = 0.5 * lr;
+      } else if (cls == TigerClass::kK) {
+        t.eta = tiger_eta_from_sumsq(lr, sums[i].empty() ? 0.0 : sums[i][0], t.numel, rms_floor);
+      } else {
+        for (double& v : sums[i]) v = tiger_eta_from_sumsq(lr, v, t.row_len, rms_floor);
+        t.eta_rows = sums[i].data();
+      }
+    }
+    run_update(calls, tensors, make_chunks(calls, tensors, first, last, all), new_sums);
+    first = last;
   }
-  run_update(calls, tensors, all);
-  advance_steps(steps);
+  for (const at::Tensor& s : steps) s.data_ptr<int64_t>()[0] += 1;
+  bump_versions(in, written);
+  for (size_t i = 0; i < n && !rms_cache.empty(); ++i)
+    if (resum[i]) store_cache(rms_cache[i], rms_tensor(in, calls[i], i), new_sums[i]);
 }
 
 }  // namespace

@@ -294,7 +294,7 @@ void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList 
 }
 
 void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                     at::TensorList aux, at::TensorList steps, double lr, double beta,
+                     at::TensorList aux, at::TensorList steps, at::TensorList rms_cache, double lr, double beta,
                      double weight_decay, int64_t grad_accum_steps, c10::string_view tiger_class,
                      double shrink_ratio, double shrink_center, bool nonfinite_guard,
                      double rms_floor, bool maximize, c10::string_view precision, int64_t seed,
@@ -305,6 +305,9 @@ void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   const TigerClass cls = parse_tiger_class(tiger_class);
   check_step_inputs("tiger_step_", in, mode, at::kCUDA);
   check_tiger_hyper(lr, beta, weight_decay, grad_accum_steps, shrink_ratio, rms_floor);
+  // [note: Tiger RMS on CUDA]: the sums are recomputed on the device every step; carried sums
+  // (rms_cache) are a CPU optimisation and are not passed for CUDA parameters.
+  TORCH_CHECK(rms_cache.empty(), "tigercore::tiger_step_: rms_cache is not used on CUDA; pass an empty list");
   SignStepCall base{};
   base.algo = Algo::kTiger;
   base.maximize = maximize;

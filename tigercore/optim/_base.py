@@ -189,13 +189,13 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 aux.append(st[key] if key else p.new_empty(0))
         grad_scale, found_inf = self._gradscaler_tensors(device)
         op = self._op(use_ref, device)
-        self._call_op(op, group, sub, params=params, grads=[p.grad for p in params],
+        self._call_op(op, group, sub, states, params=params, grads=[p.grad for p in params],
                       exp_avgs=[st["exp_avg"] for st in states], aux=aux,
                       steps=[st["step"] for st in states], param_ids=[ids[id(p)] for p in params],
                       maximize=bool(group.get("maximize", False)), precision=self.precision,
                       seed=self.seed, grad_scale=grad_scale, found_inf=found_inf)
 
-    def _call_op(self, op, group, sub, **common):
+    def _call_op(self, op, group, sub, states, **common):
         raise NotImplementedError
 
     # ---- state_dict -----------------------------------------------------------------------

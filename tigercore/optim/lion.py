@@ -46,7 +46,7 @@ class Lion(SignMomentumOptimizer):
                   param_group.get("weight_decay", self.defaults["weight_decay"]))
         super().add_param_group(param_group)
 
-    def _call_op(self, op, group, sub, **common):
+    def _call_op(self, op, group, sub, states, **common):
         beta1, beta2 = group["betas"]
         op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
            common.pop("steps"), lr=_as_float(group["lr"]), beta1=float(beta1), beta2=float(beta2),

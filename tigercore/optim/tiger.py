@@ -91,10 +91,39 @@ class Tiger(SignMomentumOptimizer):
                 warnings.warn(f"Tiger: {zero_rows} row(s) of an embedding of shape {list(p.shape)} are all "
                               "zeros (e.g. padding); their step size is 0 and they never move.", stacklevel=4)
 
-    def _call_op(self, op, group, sub, **common):
+    def _rms_caches(self, sub, params, states):
+        """The carried sums of squares ([note: Tiger without an extra pass], csrc/cpu/optim_ops.cpp):
+        float64 [rows + 2] per K/E parameter on the CPU; not part of the state dict."""
+        if sub == "V" or params[0].device.type != "cpu":
+            return []
+        caches = []
+        for p, st in zip(params, states):
+            rows = 1 if sub == "K" or p.dim() == 0 else p.numel() // max(1, p.shape[-1])
+            cache = st.get("rms_cache")
+            if cache is None or cache.numel() != rows + 2:
+                cache = st["rms_cache"] = torch.full((rows + 2,), -1.0, dtype=torch.float64)
+            caches.append(cache)
+        return caches
+
+    def invalidate_rms_cache(self):
+        """Forget the carried sums of squares. Needed only after writing to parameters in a way
+        their version counter does not see (through ``.data``); in-place ops, ``copy_`` under
+        no_grad and ``load_state_dict`` are noticed automatically."""
+        for st in self.state.values():
+            if "rms_cache" in st:
+                st["rms_cache"].fill_(-1.0)
+
+    def state_dict(self):
+        sd = super().state_dict()
+        for st in sd["state"].values():
+            st.pop("rms_cache", None)  # derived data, recomputed after loading
+        return sd
+
+    def _call_op(self, op, group, sub, states, **common):
         floor = group.get("rms_floor")
-        op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
-           common.pop("steps"), lr=_as_float(group["lr"]), beta=float(group["beta"]),
+        params = common.pop("params")
+        op(params, common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
+           common.pop("steps"), self._rms_caches(sub, params, states), lr=_as_float(group["lr"]), beta=float(group["beta"]),
            weight_decay=float(group["weight_decay"]), grad_accum_steps=int(group["grad_accum_steps"]),
            tiger_class=sub, shrink_ratio=float(group["shrink_ratio"]),
            shrink_center=float(group.get("shrink_center", 0.0)),

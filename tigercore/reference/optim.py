@@ -104,7 +104,7 @@ def tiger_eta(alpha: float, sumsq: torch.Tensor, n: int, rms_floor: float) -> to
 
 
 @torch.no_grad()
-def tiger_step_(params, grads, exp_avgs, aux, steps, *, lr, beta, weight_decay, grad_accum_steps,
+def tiger_step_(params, grads, exp_avgs, aux, steps, rms_cache=(), *, lr, beta, weight_decay, grad_accum_steps,
                 tiger_class, shrink_ratio, shrink_center, nonfinite_guard, rms_floor, param_ids,
                 maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None):
     _checks.check_step_inputs("tiger_step_", params, grads, exp_avgs, aux, steps, param_ids,
@@ -113,6 +113,11 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, *, lr, beta, weight_decay, 
     if _skip_for_found_inf(found_inf):
         return
     k = int(grad_accum_steps)
+    # [note: Tiger without an extra pass] (csrc/cpu/optim_ops.cpp): the reference always computes
+    # the RMS afresh; it marks any carried sums invalid so a native step cannot trust them.
+    for cache in rms_cache:
+        if cache.numel() >= 2:
+            cache[-2] = -1.0
     for i, (p, g, m_t, s_t) in enumerate(zip(params, grads, exp_avgs, steps)):
         t = int(s_t.item())
         if p.numel() == 0:

@@ -16,23 +16,26 @@ TC_FN float fma_op(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(a, b, c);
 #else
-  return std::fma(a, b, c);
+  return __builtin_fmaf(a, b, c);  // a single vfmadd where the target has FMA
 #endif
 }
 TC_FN double fma_op(double a, double b, double c) {
 #if defined(__CUDA_ARCH__)
   return __fma_rn(a, b, c);
 #else
-  return std::fma(a, b, c);
+  return __builtin_fma(a, b, c);
 #endif
 }
 
 // [note: sign keeps NaN]
 // sign(0) = 0 and sign(NaN) = NaN, exactly as torch.sign. The bare (x > 0) - (x < 0) idiom maps
 // NaN to 0, which would hide a diverged momentum; it is forbidden (optimizers.md §3.1).
+// Written as selects so that compilers if-convert and vectorise it.
 template <typename T>
 TC_FN T sign_keep_nan(T x) {
-  return (x != x) ? x : T(int(x > T(0)) - int(x < T(0)));
+  T s = (x > T(0)) ? T(1) : T(0);
+  s = (x < T(0)) ? T(-1) : s;
+  return (x != x) ? x : s;
 }
 
 // Coefficients of one call, rounded once from float64 to the op-math type on the host
@@ -106,9 +109,12 @@ struct ParamAccess {
     if constexpr (kMode == Precision::kMaster) return static_cast<const float*>(aux)[i];
     else return storage<P>::load(param, i);
   }
-  TC_FN void store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+  // Stores w_new and returns the working value now held (what a later load() returns), from
+  // which Tiger's RMS is taken: the master value, or the rounded parameter.
+  TC_FN T store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
     if constexpr (kMode == Precision::kNone) {
       storage<P>::store(param, i, w_new);
+      return storage<P>::load(param, i);
     } else if constexpr (kMode == Precision::kKahan) {
       P* comp = static_cast<P*>(aux);
       const T y = (w_new - w_old) + storage<P>::load(comp, i);
@@ -116,11 +122,14 @@ struct ParamAccess {
       storage<P>::store(param, i, s);
       const T kept = storage<P>::load(param, i);
       storage<P>::store(comp, i, s - kept);
+      return kept;
     } else if constexpr (kMode == Precision::kStochastic) {
       sr_store<P>::run(param, i, w_new, sr_random_word(key.seed, key.param_id, key.step, uint64_t(i)));
+      return storage<P>::load(param, i);
     } else {  // master
       static_cast<float*>(aux)[i] = w_new;
       storage<P>::store(param, i, w_new);
+      return w_new;
     }
   }
 };

@@ -57,6 +57,7 @@ struct SignStepTensor {
   bool update;            // the parameter moves on this micro-step
   double eta;             // step size when it is the same for every element (K, V, Lion)
   const double* eta_rows; // Tiger E: step size per row, else nullptr
+  bool want_sumsq;        // Tiger K/E: also return sum(theta'^2) of what was written
 };
 
 }  // namespace tigercore

@@ -36,12 +36,9 @@ TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i)
   const uint64_t q = i >> 2;
   const uint4x32 r = philox4x32_10(
       uint4x32{uint32_t(q), uint32_t(q >> 32), uint32_t(t), uint32_t(t >> 32)}, seed, p);
-  switch (i & 3u) {
-    case 0: return r.x;
-    case 1: return r.y;
-    case 2: return r.z;
-    default: return r.w;
-  }
+  const uint32_t lo = (i & 1u) ? r.y : r.x;  // selects, not a switch: vectorises
+  const uint32_t hi = (i & 1u) ? r.w : r.z;
+  return (i & 2u) ? hi : lo;
 }
 
 // bf16: add the top 16 random bits below the kept mantissa, then truncate.
@@ -56,16 +53,18 @@ TC_FN uint16_t float_to_bf16_stochastic(float x, uint32_t r) {
 // |x| - |lo| is exact (Sterbenz) and |hi| - |lo| is a power of two.
 TC_FN uint16_t float_to_fp16_stochastic(float x, uint32_t r) {
   const uint32_t ux = float_as_bits(x);
-  if ((ux & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t(0x7E00u);
-  const uint16_t sign = uint16_t((ux >> 16) & 0x8000u);
+  const uint32_t sign = (ux >> 16) & 0x8000u;
   const float ax = bits_as_float(ux & 0x7FFFFFFFu);
-  uint16_t lo = float_to_fp16_rne(ax);                // magnitude, RNE
-  if (lo == 0x7C00u || fp16_to_float(lo) > ax) lo = uint16_t(lo - 1u);  // toward zero
-  const uint16_t hi = uint16_t(lo + 1u);
-  const float ulp = (hi == 0x7C00u) ? 32.0f : fp16_to_float(hi) - fp16_to_float(lo);
-  const float threshold = (ax - fp16_to_float(lo)) * (16777216.0f / ulp);
-  const bool up = float(r >> 8) < threshold;
-  return uint16_t(sign | (up ? hi : lo));
+  const uint32_t rne = float_to_fp16_rne(ax);                              // magnitude, RNE
+  const bool above = (rne == 0x7C00u) | (fp16_to_float(uint16_t(rne)) > ax);  // no short circuit
+  const uint32_t lo = select_u32(above, rne - 1u, rne);                    // toward zero
+  const uint32_t hi = lo + 1u;
+  const float lo_f = fp16_to_float(uint16_t(lo));
+  const float ulp = bits_as_float(select_u32(hi == 0x7C00u, float_as_bits(32.0f),
+                                             float_as_bits(fp16_to_float(uint16_t(hi)) - lo_f)));
+  const float threshold = (ax - lo_f) * (16777216.0f / ulp);
+  const uint32_t out = sign | select_u32(float(r >> 8) < threshold, hi, lo);
+  return uint16_t(select_u32((ux & 0x7FFFFFFFu) > 0x7F800000u, 0x7E00u, out));  // NaN
 }
 
 }  // namespace tigercore

@@ -1,0 +1,189 @@
+# Sampling trajectories 1 = τ_1 < … < τ_K = N (spec analytic_dpm.md §5).
+# optimal_trajectory: min-plus DP of the δ-form cost F[s,t] = log(α_{t|s}β̄_s + β_{t|s}δ_t) − log β̄_t
+# (KL-optimal for Analytic-DDPM); dp_seg: the official tail-splitting heuristic on naive Γ tables;
+# dp_vb: the likelihood DP on a Monte Carlo NLL matrix; linear / quad_ddim: fixed spacings.
+# DP core: tigercore/reference/dpm.py (minplus_dp); tests: tests/test_dpm_trajectory.py.
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Native kernel will be routed here (tigercore::minplus_dp).
+from ..reference.dpm import delta_cost, minplus_dp as _minplus_dp, minplus_path
+from .gamma import GammaTable
+from .schedule import NoiseSchedule
+from .variance import _delta
+
+__all__ = ["linear_trajectory", "quad_ddim_trajectory", "optimal_trajectory", "trajectory_cost",
+           "trajectory_kl_per_dim", "dp_seg_trajectory", "dp_vb_trajectory"]
+
+
+def _check_k(num_steps: int, K: int) -> Tuple[int, int]:
+    N, K = int(num_steps), int(K)
+    if not 1 <= K <= N:
+        raise ValueError(f"the number of steps K must lie in 1..N = 1..{N}, got {K}")
+    if K == 1 and N != 1:
+        raise ValueError("K = 1 is only possible for N = 1 (a trajectory runs from 1 to N)")
+    return N, K
+
+
+def linear_trajectory(num_steps: int, K: int) -> Tensor:
+    """Even spacing [code]: Python ``round`` (half to even) of the running float 1, 1 + (N−1)/(K−1), …"""
+    N, K = _check_k(num_steps, K)
+    if K == 1:
+        return torch.ones(1, dtype=torch.long)
+    step, x, out = (N - 1) / (K - 1), 1.0, []
+    for _ in range(K):
+        out.append(round(x))
+        x += step
+    return _validated(out, N)
+
+
+def quad_ddim_trajectory(num_steps: int, K: int) -> Tensor:
+    """DDIM quadratic spacing [code]: int(linspace(0, √(0.8N), K)²) + 1 (ends below N by design)."""
+    N, K = _check_k(num_steps, K)
+    out = (np.linspace(0.0, math.sqrt(0.8 * N), K) ** 2).astype(np.int64) + 1
+    t = torch.from_numpy(out)
+    if K > 1 and not bool((t[1:] > t[:-1]).all()):
+        raise ValueError(f"quad_ddim gives repeated timesteps for N={N}, K={K}; use fewer steps")
+    return t
+
+
+def _validated(steps, N: int) -> Tensor:
+    t = torch.as_tensor(steps, dtype=torch.long)
+    if t[0] != 1 or t[-1] != N or (t.numel() > 1 and not bool((t[1:] > t[:-1]).all())):
+        raise ValueError(f"invalid trajectory {t.tolist()[:8]}... (must rise strictly from 1 to N={N})")
+    return t
+
+
+def _delta_fn(schedule: NoiseSchedule, delta: Tensor):
+    if bool(torch.isnan(delta[1:]).any()):
+        raise ValueError("one_minus_gamma has NaN entries (timesteps without samples); the DP needs all n")
+    if bool((delta[1:] < 0).any()):
+        raise ValueError("one_minus_gamma must be >= 0 (clip it; GammaTable does)")
+    la = schedule.log_alpha_bar
+    return lambda s, t: delta_cost(la, delta, s, t)
+
+
+def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_steps: int) -> Tuple[Tensor, float]:
+    """KL-optimal K-step trajectory for Analytic-DDPM by the δ-form DP on the full range [1, N].
+
+    Returns (timesteps, cost): ascending int64 [K] from 1 to N, and C[K, N] = Σ_k F[τ_{k−1}, τ_k].
+    Ties go to the smallest predecessor (``np.argmin`` order). The KL per dimension of the path is
+    ½(cost + log(β̄_N/(α_{N|1}β̄_1))), see :func:`trajectory_kl_per_dim`.
+    """
+    delta = _delta(one_minus_gamma, schedule)
+    N, K = _check_k(schedule.num_steps, num_steps)
+    if K == 1:
+        return torch.ones(1, dtype=torch.long), 0.0
+    C, D = _minplus_dp(_delta_fn(schedule, delta), K, N, start=1)
+    path = minplus_path(D, K, N)
+    if isinstance(one_minus_gamma, GammaTable):
+        # [note: clipped zeros attract the DP] δ̂ = 0 from the lower clip (Monte Carlo noise above δ)
+        # makes cov_x0(t) = 0, so a long jump onto such t looks free (cost as for a point mass).
+        hit = path[1:][(one_minus_gamma.clipped & (one_minus_gamma.one_minus_gamma == 0))[path[1:]]]
+        if hit.numel():
+            warnings.warn(f"optimal_trajectory: the path lands on timesteps {hit[:6].tolist()} where δ̂ was "
+                          "clipped to 0; the DP treats them as (nearly) free. Estimate δ with more samples "
+                          "or estimator='npr', or check the path.", RuntimeWarning, stacklevel=2)
+    return path, float(C[K, N])
+
+
+def _path(schedule: NoiseSchedule, timesteps) -> Tensor:
+    t = torch.as_tensor(timesteps)
+    if t.is_floating_point() or t.dim() != 1 or t.numel() < 1:
+        raise ValueError("timesteps must be a non-empty 1-D integer sequence")
+    t = t.to("cpu", torch.long)
+    if int(t.min()) < 1 or int(t.max()) > schedule.num_steps or not bool((t[1:] > t[:-1]).all()):
+        raise ValueError(f"timesteps must rise strictly within 1..{schedule.num_steps}")
+    return t
+
+
+def trajectory_cost(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> float:
+    """Σ_k F[τ_{k−1}, τ_k] of any increasing path in 1..N, summed left to right like the DP
+    (equal to C[K, N] up to the rounding of F's element-wise evaluation)."""
+    delta = _delta(one_minus_gamma, schedule)
+    t = _path(schedule, timesteps)
+    fn, f = _delta_fn(schedule, delta), []
+    for i in range(0, t.numel() - 1, 256):       # F on the path's pairs, in blocks of the outer form
+        f += fn(t[i:i + 256], t[i + 1:i + 257]).diagonal().tolist()
+    total = 0.0
+    for v in f:
+        total = total + v
+    return total
+
+
+def trajectory_kl_per_dim(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> float:
+    """Σ_{k≥2} E KL(q(x_s|x_t,x_0) ‖ p(x_s|x_t))/d = ½ Σ J(s,t) for Analytic-DDPM with the exact mean
+    (spec §5): ½(Σ F + log(β̄_{τK} / (α_{τK|τ1} β̄_{τ1}))), the log term being Σ log(β̄_t/(α_{t|s}β̄_s))."""
+    t = _path(schedule, timesteps)
+    a, b = int(t[0]), int(t[-1])
+    const = float(schedule.log_beta_bar[b] - schedule.log_skip_alpha(a, b) - schedule.log_beta_bar[a])
+    return 0.5 * (trajectory_cost(schedule, one_minus_gamma, t) + const)
+
+
+def dp_seg_trajectory(schedule: NoiseSchedule, table, num_steps: int) -> Tensor:
+    """Official ``dp_seg`` (spec §5): cut the tail where the naive Γ̂ exceeds 1, DP on the head.
+
+    ``table``: a :class:`GammaTable` (Γ̂ > 1 ⇔ ``clipped & (δ == 0)``, as after ``from_ms_eps``) or a
+    raw Γ vector of length N + 1. idx = first n with Γ̂_n > 1 (N + 1 if none), num_bad = 2(N − idx + 1),
+    N1 = N − num_bad, K1 = ceil((1 − 0.8·num_bad/N)·K), K2 = K − K1; then K1 ≤ N1, K2 ≤ num_bad and
+    K2 ≥ 1 if num_bad > 0 (each adjustment moves the difference to the other part). The DP runs on
+    [1, N1] with K1 points and round(N − k(N − N1)/K2), k = K2−1..0, is appended.
+
+    [note: dp_seg order] The spec gives the caps without an order; they are applied as listed.
+    """
+    N, K = _check_k(schedule.num_steps, num_steps)
+    if isinstance(table, GammaTable):
+        delta = table.one_minus_gamma
+        bad = table.clipped & (delta == 0)
+    else:
+        g = torch.as_tensor(table, dtype=torch.float64)
+        if g.shape != (N + 1,):
+            raise ValueError(f"Γ must have shape ({N + 1},), got {tuple(g.shape)}")
+        bad = g > 1
+        delta = (1.0 - g).clamp(0.0, 1.0)
+    bad_idx = torch.nonzero(bad[1:]).flatten()
+    idx = int(bad_idx[0]) + 1 if bad_idx.numel() else N + 1
+    num_bad = 2 * (N - idx + 1)
+    N1 = N - num_bad
+    K1 = math.ceil((1.0 - 0.8 * num_bad / N) * K)
+    K2 = K - K1
+    if K1 > N1:
+        K1, K2 = N1, K - N1
+    if K2 > num_bad:
+        K2, K1 = num_bad, K - num_bad
+    if num_bad > 0 and K2 < 1:
+        K2, K1 = 1, K - 1
+    if N1 < 1 or not 1 <= K1 <= N1 or (K1 == 1 and N1 != 1):
+        raise ValueError(f"dp_seg: the tail cut leaves [1, {N1}] for {K1} steps (idx={idx}, num_bad={num_bad})")
+    head = _delta(delta, schedule)
+    if K1 == 1:
+        path = torch.ones(1, dtype=torch.long)
+    else:
+        C, D = _minplus_dp(_delta_fn(schedule, head), K1, N1, start=1)
+        path = minplus_path(D, K1, N1)
+    tail = [round(N - k * (N - N1) / K2) for k in range(K2 - 1, -1, -1)]
+    return _validated(path.tolist() + tail, N)
+
+
+def dp_vb_trajectory(cost: Tensor, num_steps: int) -> Tuple[Tensor, float]:
+    """Likelihood DP (``dp_vb``, spec §5) on an [N+1, N+1] matrix of expected NLL terms in nats.
+
+    ``cost[s, t]`` (s < t) is E[L_{s,t}] for the step t → s and ``cost[0, t]`` the decoder term
+    −E log p(x_0 | x_t); the path starts at 0 with τ_1 free. Returns (timesteps [K] ascending, ending
+    at N, without the leading 0; total cost C[K+1, N]).
+    """
+    if not isinstance(cost, Tensor) or cost.dim() != 2 or cost.shape[0] != cost.shape[1]:
+        raise ValueError("cost must be a square [N+1, N+1] tensor")
+    N, K = cost.shape[0] - 1, int(num_steps)
+    if not 1 <= K <= N:
+        raise ValueError(f"the number of steps K must lie in 1..N = 1..{N}, got {K}")
+    C, D = _minplus_dp(cost, K + 1, start=0)
+    path = minplus_path(D, K + 1, N)
+    return path[1:], float(C[K + 1, N])
