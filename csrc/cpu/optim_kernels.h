@@ -115,15 +115,19 @@ double tiger_range(const SignStepCall& call, const SignStepTensor& t, int64_t be
   });
 }
 
-template <typename P, Precision kMode, bool kSum>
+// The guard fired: m is unchanged and theta shrinks toward the centre; a GradScaler gradient is
+// still stored back unscaled, as on every other path.
+template <typename P, Precision kMode, bool kScaled, bool kSum>
 double tiger_shrink_range(const SignStepCall& call, const SignStepTensor& t, int64_t begin, int64_t end) {
   using T = typename storage<P>::opmath;
   using Access = ParamAccess<kMode, P>;
-  const T ratio = T(call.shrink_ratio), centre = T(call.shrink_center);
+  const T ratio = T(call.shrink_ratio), centre = T(call.shrink_center), scale = T(call.grad_scale);
   P* __restrict__ param = static_cast<P*>(t.param);
+  P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
   const SrKey key{call.seed, t.param_id, uint64_t(t.step)};
   return for_each_summing<kSum>(begin, end, [&](int64_t i) -> T {
+    if constexpr (kScaled) storage<P>::store(grad, i, storage<P>::load(grad, i) / scale);
     const T w_old = Access::load(param, aux, i);
     return Access::store(param, aux, i, w_old, tiger_shrink(w_old, centre, ratio), key);
   });
@@ -151,8 +155,8 @@ template <typename P, typename M, Precision kMode, bool kScaled>
 double tiger_loop(const SignStepCall& call, const SignStepTensor& t, int64_t begin, int64_t end, double* row_sums) {
   if (t.shrink) {
     return by_rows(t, begin, end, row_sums, [&](int64_t b, int64_t e, double) {
-      return t.want_sumsq ? tiger_shrink_range<P, kMode, true>(call, t, b, e)
-                          : tiger_shrink_range<P, kMode, false>(call, t, b, e);
+      return t.want_sumsq ? tiger_shrink_range<P, kMode, kScaled, true>(call, t, b, e)
+                          : tiger_shrink_range<P, kMode, kScaled, false>(call, t, b, e);
     });
   }
   if (!t.update) return tiger_range<P, M, kMode, kScaled, false, false>(call, t, begin, end, 0.0);

@@ -1,0 +1,42 @@
+"""Parameter shape lists: GPT-2 small (124M), a ~1B-parameter GPT-style model, flat tensors."""
+from __future__ import annotations
+
+
+def gpt2_small() -> list[tuple[str, tuple[int, ...]]]:
+    d, vocab, ctx, layers = 768, 50257, 1024, 12
+    shapes = [("wte", (vocab, d)), ("wpe", (ctx, d))]
+    for i in range(layers):
+        shapes += [(f"h{i}.ln_1.weight", (d,)), (f"h{i}.ln_1.bias", (d,)),
+                   (f"h{i}.attn.c_attn.weight", (d, 3 * d)), (f"h{i}.attn.c_attn.bias", (3 * d,)),
+                   (f"h{i}.attn.c_proj.weight", (d, d)), (f"h{i}.attn.c_proj.bias", (d,)),
+                   (f"h{i}.ln_2.weight", (d,)), (f"h{i}.ln_2.bias", (d,)),
+                   (f"h{i}.mlp.c_fc.weight", (d, 4 * d)), (f"h{i}.mlp.c_fc.bias", (4 * d,)),
+                   (f"h{i}.mlp.c_proj.weight", (4 * d, d)), (f"h{i}.mlp.c_proj.bias", (d,))]
+    return shapes + [("ln_f.weight", (d,)), ("ln_f.bias", (d,))]
+
+
+def gpt_1b() -> list[tuple[str, tuple[int, ...]]]:
+    d, vocab, ctx, layers = 2048, 50257, 2048, 18
+    shapes = [("wte", (vocab, d)), ("wpe", (ctx, d))]
+    for i in range(layers):
+        shapes += [(f"h{i}.ln_1.weight", (d,)), (f"h{i}.attn.qkv.weight", (d, 3 * d)),
+                   (f"h{i}.attn.proj.weight", (d, d)), (f"h{i}.ln_2.weight", (d,)),
+                   (f"h{i}.mlp.fc.weight", (d, 4 * d)), (f"h{i}.mlp.proj.weight", (4 * d, d))]
+    return shapes + [("ln_f.weight", (d,))]
+
+
+def flat(numel: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [("flat", (numel,))]
+
+
+SHAPE_SETS = {"gpt2-small": gpt2_small, "gpt-1b": gpt_1b}
+
+
+def numel_of(shapes) -> int:
+    total = 0
+    for _, s in shapes:
+        n = 1
+        for d in s:
+            n *= d
+        total += n
+    return total
