@@ -4,6 +4,7 @@
 // each instruction set. Reference: tigercore/reference/optim.py.
 #pragma once
 #include <algorithm>
+#include <vector>
 
 #include "kernel_table.h"
 
@@ -47,6 +48,23 @@ inline __attribute__((always_inline)) double for_each_summing(int64_t begin, int
   }
 }
 
+// [note: stochastic rounding words on the CPU]
+// A chunk's Philox words are computed first, one call per four elements, into a buffer that the
+// update loop then reads; the words are the same as sr_random_word's (philox.h), so CPU, CUDA and
+// the reference still round identically. Other modes skip this.
+template <Precision kMode>
+struct SrWords {
+  std::vector<uint32_t> words;
+  int64_t begin = 0;
+  SrWords(const SrKey& key, int64_t b, int64_t e) : begin(b) {
+    if constexpr (kMode == Precision::kStochastic) {
+      words.resize(size_t(e - b));
+      sr_random_words(key.seed, key.param_id, key.step, uint64_t(b), uint64_t(e), words.data());
+    }
+  }
+  const uint32_t* base() const { return words.data() - begin; }  // indexed by the element index
+};
+
 // [note: vectorisable loops]
 // Everything that varies per call but not per element (GradScaler division, the Tiger update flag,
 // the step size) is hoisted out of the element loop, and `maximize` is folded into the gradient
@@ -63,7 +81,8 @@ double lion_loop(const SignStepCall& call, const SignStepTensor& t, int64_t begi
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  const SrKey key{call.seed, t.param_id, uint64_t(t.step)};
+  const SrWords<kMode> sr(SrKey{call.seed, t.param_id, uint64_t(t.step)}, begin, end);
+  const uint32_t* __restrict__ r = sr.base();
   for (int64_t i = begin; i < end; ++i) {
     T g = storage<P>::load(grad, i);
     if constexpr (kScaled) {
@@ -74,7 +93,7 @@ double lion_loop(const SignStepCall& call, const SignStepTensor& t, int64_t begi
     const T w_old = Access::load(param, aux, i);
     T w = w_old;
     lion_update(w, m, g, k, eta, wd);
-    Access::store(param, aux, i, w_old, w, key);
+    Access::store_r(param, aux, i, w_old, w, kMode == Precision::kStochastic ? r[i] : 0u);
     storage<M>::store(mom, i, typename storage<M>::opmath(m));
   }
   return 0.0;
@@ -94,7 +113,8 @@ double tiger_range(const SignStepCall& call, const SignStepTensor& t, int64_t be
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  const SrKey key{call.seed, t.param_id, uint64_t(t.step)};
+  const SrWords<kUpdate ? kMode : Precision::kNone> sr(SrKey{call.seed, t.param_id, uint64_t(t.step)}, begin, end);
+  const uint32_t* __restrict__ r = sr.base();
   return for_each_summing<kSum>(begin, end, [&](int64_t i) -> T {
     T g = storage<P>::load(grad, i);
     if constexpr (kScaled) {
@@ -108,7 +128,7 @@ double tiger_range(const SignStepCall& call, const SignStepTensor& t, int64_t be
       const T w_old = Access::load(param, aux, i);
       T w = w_old;
       tiger_param(w, m, eta, wd);
-      return Access::store(param, aux, i, w_old, w, key);
+      return Access::store_r(param, aux, i, w_old, w, kMode == Precision::kStochastic ? r[i] : 0u);
     } else {
       return T(0);
     }
@@ -125,11 +145,13 @@ double tiger_shrink_range(const SignStepCall& call, const SignStepTensor& t, int
   P* __restrict__ param = static_cast<P*>(t.param);
   P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
-  const SrKey key{call.seed, t.param_id, uint64_t(t.step)};
+  const SrWords<kMode> sr(SrKey{call.seed, t.param_id, uint64_t(t.step)}, begin, end);
+  const uint32_t* __restrict__ r = sr.base();
   return for_each_summing<kSum>(begin, end, [&](int64_t i) -> T {
     if constexpr (kScaled) storage<P>::store(grad, i, storage<P>::load(grad, i) / scale);
     const T w_old = Access::load(param, aux, i);
-    return Access::store(param, aux, i, w_old, tiger_shrink(w_old, centre, ratio), key);
+    return Access::store_r(param, aux, i, w_old, tiger_shrink(w_old, centre, ratio),
+                           kMode == Precision::kStochastic ? r[i] : 0u);
   });
 }
 

@@ -110,8 +110,9 @@ struct ParamAccess {
     else return storage<P>::load(param, i);
   }
   // Stores w_new and returns the working value now held (what a later load() returns), from
-  // which Tiger's RMS is taken: the master value, or the rounded parameter.
-  TC_FN T store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+  // which Tiger's RMS is taken: the master value, or the rounded parameter. `r` is the element's
+  // stochastic-rounding word (used by kStochastic only).
+  TC_FN T store_r(P* param, void* aux, int64_t i, T w_old, T w_new, uint32_t r) {
     if constexpr (kMode == Precision::kNone) {
       storage<P>::store(param, i, w_new);
       return storage<P>::load(param, i);
@@ -124,13 +125,18 @@ struct ParamAccess {
       storage<P>::store(comp, i, s - kept);
       return kept;
     } else if constexpr (kMode == Precision::kStochastic) {
-      sr_store<P>::run(param, i, w_new, sr_random_word(key.seed, key.param_id, key.step, uint64_t(i)));
+      sr_store<P>::run(param, i, w_new, r);
       return storage<P>::load(param, i);
     } else {  // master
       static_cast<float*>(aux)[i] = w_new;
       storage<P>::store(param, i, w_new);
       return w_new;
     }
+  }
+  TC_FN T store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+    const uint32_t r = kMode == Precision::kStochastic
+        ? sr_random_word(key.seed, key.param_id, key.step, uint64_t(i)) : 0u;
+    return store_r(param, aux, i, w_old, w_new, r);
   }
 };
 

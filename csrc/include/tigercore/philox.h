@@ -41,6 +41,24 @@ TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i)
   return (i & 2u) ? hi : lo;
 }
 
+// The words of elements [begin, end) into out[0 .. end-begin): one Philox call per aligned group
+// of four (the CPU loops precompute a chunk's words this way instead of one call per element).
+TC_FN void sr_random_words(uint32_t seed, uint32_t p, uint64_t t, uint64_t begin, uint64_t end, uint32_t* out) {
+  uint64_t i = begin;
+  for (; i < end && (i & 3u) != 0; ++i) out[i - begin] = sr_random_word(seed, p, t, i);
+  const uint64_t quads = (end - i) / 4;
+  uint32_t* o = out + (i - begin);
+  for (uint64_t j = 0; j < quads; ++j) {
+    const uint64_t q = (i >> 2) + j;
+    const uint4x32 r = philox4x32_10(uint4x32{uint32_t(q), uint32_t(q >> 32), uint32_t(t), uint32_t(t >> 32)}, seed, p);
+    o[4 * j] = r.x;
+    o[4 * j + 1] = r.y;
+    o[4 * j + 2] = r.z;
+    o[4 * j + 3] = r.w;
+  }
+  for (i += 4 * quads; i < end; ++i) out[i - begin] = sr_random_word(seed, p, t, i);
+}
+
 // bf16: add the top 16 random bits below the kept mantissa, then truncate.
 TC_FN uint16_t float_to_bf16_stochastic(float x, uint32_t r) {
   const uint32_t u = float_as_bits(x);
