@@ -54,8 +54,8 @@ def write_outputs(out_dir: Path, result: dict) -> tuple[Path, Path | None]:
     if not groups:
         return json_path, None
     fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.6 * len(groups) + 0.6), squeeze=False)
-    ceil = result["ceilings"]["axpy"]
     for ax, g in zip(axes[:, 0], groups):
+        ceil = g.get("ceilings", result["ceilings"])["axpy"]
         rows = [r for r in g["rows"] if "gbps" in r]
         names = [r["name"] for r in rows]
         colors = ["tab:orange" if r["name"].startswith("tigercore") else "tab:gray" for r in rows]

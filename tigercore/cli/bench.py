@@ -70,21 +70,25 @@ def run(args) -> int:
                         torch.set_num_threads(nt)
                         params = bo.make_params(shape_list, dtype, device)
                         first = dtype != torch.float32 and mode != modes[0]
+                        small = sum(p.numel() for p in params) <= (1 << 24)  # the reference is slow
                         cands = bo.candidates(precision=mode if mode != "-" else "master",
-                                              include_reference=not args.full and dtype == torch.float32,
+                                              include_reference=small and dtype == torch.float32,
                                               include_compiled=not args.no_compile and not first,
                                               include_peers=not args.no_peers and not first)
                         if first:  # other precision modes: tigercore only
                             cands = [cd for cd in cands if cd.name.startswith("tigercore")]
                         rows = [bo.run_candidate(cd, params, device, repeats=args.repeats if "reference" not in cd.name else 1)
                                 for cd in cands]
-                        report.add_ratios(rows, c["axpy"])
+                        # the ceiling with this thread count, measured right after the rows it judges
+                        local = ceilings.ceilings(device=device, repeats=5)
+                        report.add_ratios(rows, local["axpy"])
                         n = sum(p.numel() for p in params)
                         title = (f"{set_name} ({n / 1e6:.1f}M params), {str(dtype)[6:]} params, fp32 momentum"
-                                 + (f", precision={mode}" if mode != "-" else "") + f", {nt} thread(s)")
+                                 + (f", precision={mode}" if mode != "-" else "") + f", {nt} thread(s); "
+                                 f"axpy ceiling {local['axpy']:.1f} GB/s")
                         print(report.format_table(title, rows) + "\n")
                         result["optim"].append({"title": title, "shapes": set_name, "dtype": str(dtype),
-                                                "precision": mode, "threads": nt, "rows": rows})
+                                                "precision": mode, "threads": nt, "ceilings": local, "rows": rows})
                         del params
         torch.set_num_threads(threads[-1])
         if not args.no_dpm:
