@@ -112,6 +112,12 @@ struct ParamAccess {
   // Stores w_new and returns the working value now held (what a later load() returns), from
   // which Tiger's RMS is taken: the master value, or the rounded parameter.
   TC_FN T store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+    return store_at(param, aux, i, uint64_t(i), w_old, w_new, key);
+  }
+  // store() with the element's flat offset `elem` (the stochastic-rounding counter) given apart
+  // from its position i in param/aux: the CUDA kernels store into register arrays (i = lane) and
+  // write them back with 16-byte stores.
+  TC_FN T store_at(P* param, void* aux, int64_t i, uint64_t elem, T w_old, T w_new, const SrKey& key) {
     if constexpr (kMode == Precision::kNone) {
       storage<P>::store(param, i, w_new);
       return storage<P>::load(param, i);
@@ -124,7 +130,7 @@ struct ParamAccess {
       storage<P>::store(comp, i, s - kept);
       return kept;
     } else if constexpr (kMode == Precision::kStochastic) {
-      sr_store<P>::run(param, i, w_new, sr_random_word(key.seed, key.param_id, key.step, uint64_t(i)));
+      sr_store<P>::run(param, i, w_new, sr_random_word(key.seed, key.param_id, key.step, elem));
       return storage<P>::load(param, i);
     } else {  // master
       static_cast<float*>(aux)[i] = w_new;
