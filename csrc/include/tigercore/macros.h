@@ -10,9 +10,11 @@
 #if defined(__CUDACC__)
 #define TC_HOST_DEVICE __host__ __device__
 #define TC_FORCEINLINE __forceinline__
+#define TC_UNROLL _Pragma("unroll")
 #else
 #define TC_HOST_DEVICE
 #define TC_FORCEINLINE inline __attribute__((always_inline))
+#define TC_UNROLL _Pragma("GCC unroll 16")
 #endif
 
 // [note: internal linkage for shared math]

@@ -133,10 +133,16 @@ struct ParamAccess {
       return w_new;
     }
   }
-  TC_FN T store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+  // store_r() with the word of the element's flat offset `elem` (the stochastic-rounding counter),
+  // given apart from its position i in param/aux: the CUDA kernels store into register arrays
+  // (i = lane) and write them back with 16-byte stores.
+  TC_FN T store_at(P* param, void* aux, int64_t i, uint64_t elem, T w_old, T w_new, const SrKey& key) {
     const uint32_t r = kMode == Precision::kStochastic
-        ? sr_random_word(key.seed, key.param_id, key.step, uint64_t(i)) : 0u;
+        ? sr_random_word(key.seed, key.param_id, key.step, elem) : 0u;
     return store_r(param, aux, i, w_old, w_new, r);
+  }
+  TC_FN T store(P* param, void* aux, int64_t i, T w_old, T w_new, const SrKey& key) {
+    return store_at(param, aux, i, uint64_t(i), w_old, w_new, key);
   }
 };
 

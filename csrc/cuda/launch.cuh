@@ -1,0 +1,74 @@
+// launch.cuh — the host API of the CUDA kernel files (lion_update.cu, tiger_update.cu, tiger_rms.cu,
+// step_counters.cu), used by the entry points in optim_step.cu, and the fused update kernel. Each
+// function launches one kernel per packed MtaArgs (mta_plan.h) on the given stream and returns the
+// first launch error. The kernel files include no ATen headers and compile in parallel.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <vector>
+
+#include "tigercore/kernel_key.h"
+#include "tigercore/sign_step_block.h"
+
+namespace tigercore {
+namespace cuda {
+
+using Launches = std::vector<mta::MtaArgs>;
+
+// The fused update of one algorithm: lion_update.cu / tiger_update.cu instantiate it.
+template <Algo kAlgo>
+cudaError_t launch_update(const KernelKey& key, const Launches& launches, const SignStepCall& call,
+                          const mta::KernelScalars& d, cudaStream_t stream);
+// Tiger stage 1: per-slot sums of squares and per-tensor guard flags (update_blocks() per tensor).
+cudaError_t launch_tiger_reduce(const KernelKey& key, const Launches& launches, const SignStepCall& call,
+                                const mta::KernelScalars& d, cudaStream_t stream);
+// Tiger stage 2: per-row step sizes (eta_blocks() per tensor); any dtype.
+cudaError_t launch_tiger_eta(const Launches& launches, const SignStepCall& call, const mta::KernelScalars& d,
+                             cudaStream_t stream);
+cudaError_t launch_advance_steps(const std::vector<mta::StepArgs>& launches, const float* found_inf,
+                                 cudaStream_t stream);
+
+// [note: launch bounds]
+// Every multi-tensor kernel is declared __launch_bounds__(kBlockSize, 1). With the block size alone,
+// ptxas (CUDA 13) aimed at a higher occupancy and spilled a few registers in some instantiations
+// (32-48 registers used); with "at least one block per SM" it does not spill (bench/cuda_inspect.py
+// checks every build). Occupancy stays what the registers allow: 40-64 registers for the common
+// instantiations, 4-6 blocks of 256 threads per SM.
+
+// One launch per MtaArgs: grid = its blocks, kBlockSize threads.
+template <typename Kernel>
+cudaError_t launch_each(Kernel kernel, const Launches& launches, const SignStepCall& call,
+                        const mta::KernelScalars& d, cudaStream_t stream) {
+  for (const mta::MtaArgs& a : launches) {
+    kernel<<<unsigned(a.block_start[a.n]), mta::kBlockSize, 0, stream>>>(a, call, d);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+// One block of the fused update: lion_block / tiger_block (sign_step_block.h).
+template <Algo kAlgo, typename P, typename M, Precision kMode>
+__global__ __launch_bounds__(mta::kBlockSize, 1) void update_kernel(const __grid_constant__ mta::MtaArgs a,
+                                                                    const __grid_constant__ SignStepCall call,
+                                                                    const __grid_constant__ mta::KernelScalars d) {
+  if constexpr (kAlgo == Algo::kLion) mta::lion_block<P, M, kMode>(a, call, d, blockIdx.x, threadIdx.x, mta::kBlockSize);
+  else mta::tiger_block<P, M, kMode>(a, call, d, blockIdx.x, threadIdx.x, mta::kBlockSize);
+}
+
+template <Algo kAlgo>
+cudaError_t launch_update(const KernelKey& key, const Launches& launches, const SignStepCall& call,
+                          const mta::KernelScalars& d, cudaStream_t stream) {
+  cudaError_t err = cudaSuccess;
+  dispatch_key(key, [&](auto p, auto m, auto mode) {
+    err = launch_each(update_kernel<kAlgo, decltype(p), decltype(m), decltype(mode)::value>, launches, call, d, stream);
+  });
+  return err;
+}
+extern template cudaError_t launch_update<Algo::kLion>(const KernelKey&, const Launches&, const SignStepCall&,
+                                                       const mta::KernelScalars&, cudaStream_t);
+extern template cudaError_t launch_update<Algo::kTiger>(const KernelKey&, const Launches&, const SignStepCall&,
+                                                        const mta::KernelScalars&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace tigercore

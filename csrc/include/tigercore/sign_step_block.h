@@ -1,0 +1,358 @@
+// sign_step_block.h — what one thread block of the multi-tensor CUDA step kernels does: the fused
+// Lion update, the fused Tiger update (momentum, step or guard shrink), Tiger's stage-2 step sizes
+// and the step-counter advance. Host+device code: the kernels in csrc/cuda/ call these with
+// (blockIdx.x, threadIdx.x, kBlockSize); csrc/tests/test_mta.cpp runs every block and thread on
+// the CPU and compares with the CPU kernels bit for bit. Element math: tigercore/optim_math.h.
+#pragma once
+#include "tigercore/kernel_key.h"
+#include "tigercore/mta_plan.h"
+#include "tigercore/vec_access.h"
+
+namespace tigercore {
+namespace mta {
+
+// [note: kernel scalars]
+// What the kernels need besides the tensor list. Values that live on the device, read there so
+// that a step never synchronises and can be captured in a CUDA graph: GradScaler's found_inf (skip
+// everything) and grad_scale (unscale; float32 tensors, as GradScaler makes them), and Tiger's
+// workspace (WorkspaceLayout): stage-1 sums of squares per slot, stage-2 step sizes per row and
+// the guard's non-finite flag per tensor. (Each tensor's step counter is MtaTensor::step.) And the
+// call's coefficients, derived on the host in float64 and rounded once to fp32 (and kept in fp64
+// for fp64 parameters), optimizers.md §2.8.4: the kernels read them straight from the parameter
+// bank (no registers held, no conversions), with maximize folded into the gradient coefficients
+// as in the CPU kernels ([note: vectorisable loops]: (1-b)(-g) == -((1-b) g) exactly).
+enum Coef : int {
+  kBeta1, kGradCoef1, kBeta2, kGradCoef2,  // Lion: b1, ±(1-b1), b2, ±(1-b2)
+  kTigerBeta, kTigerGradCoef,              // Tiger: beta, ±(1-beta)/k
+  kLr, kHalfLr, kWeightDecay, kShrinkRatio, kShrinkCentre, kNumCoefs
+};
+struct KernelScalars {
+  const float* found_inf;
+  const float* grad_scale;
+  double* slot_sums;
+  double* eta_rows;
+  int32_t* flags;
+  float coef32[kNumCoefs];
+  double coef64[kNumCoefs];
+};
+
+template <typename T>
+TC_FN T coef(const KernelScalars& d, Coef c) {
+  if constexpr (sizeof(T) == 4) return d.coef32[c];
+  else return d.coef64[c];
+}
+
+inline KernelScalars kernel_scalars(const SignStepCall& call) {
+  KernelScalars k{};
+  const double sgn = call.maximize ? -1.0 : 1.0;
+  const double tiger_b2 = call.algo == Algo::kTiger ? (1.0 - call.beta) / double(call.grad_accum_steps) : 0.0;
+  const double v[kNumCoefs] = {call.beta1, sgn * (1.0 - call.beta1), call.beta2, sgn * (1.0 - call.beta2),
+                               call.beta, sgn * tiger_b2, call.lr, 0.5 * call.lr, call.weight_decay,
+                               call.shrink_ratio, call.shrink_center};
+  for (int i = 0; i < kNumCoefs; ++i) {
+    k.coef64[i] = v[i];
+    k.coef32[i] = float(v[i]);
+  }
+  return k;
+}
+
+// [note: no calls in the update kernels]
+// A 64-bit integer division, a double division and the slow path of an fp32 division are
+// subroutine calls on the GPU, and around a call ptxas saves registers to local memory. The
+// update kernels therefore make none: the chunk geometry divides in 32 bits (span_of), Tiger's
+// phase t mod k uses divides(), (1-beta)/k comes from the host (Coef), and GradScaler's
+// unscale multiplies by a reciprocal ([note: exact unscale]).
+TC_FN bool divides(int64_t k, int64_t t) {  // k >= 1: t % k == 0
+  const uint64_t a = t < 0 ? uint64_t(0) - uint64_t(t) : uint64_t(t);
+  const uint64_t d = uint64_t(k);
+  if ((a >> 32) == 0 && (d >> 32) == 0) return uint32_t(a) % uint32_t(d) == 0;
+  uint64_t r = 0;  // binary long division; r < d < 2^63, so r << 1 does not overflow
+  for (int b = 63; b >= 0; --b) {
+    r = (r << 1) | ((a >> b) & 1u);
+    if (r >= d) r -= d;
+  }
+  return r == 0;
+}
+// tiger_is_first_micro_step / tiger_is_update_step of optim_math.h, without the division.
+TC_FN bool tiger_first(int64_t t, int64_t k) { return divides(k, t); }
+TC_FN bool tiger_moves(int64_t t, int64_t k) { return divides(k, t + 1); }
+
+TC_FN bool step_skipped(const KernelScalars& d) { return d.found_inf != nullptr && *d.found_inf != 0.0f; }
+
+template <typename P, Precision kMode> struct aux_of { using type = P; };  // kahan_comp, or unused
+template <typename P> struct aux_of<P, Precision::kMaster> { using type = float; };
+template <Precision kMode> constexpr bool has_aux() { return kMode == Precision::kKahan || kMode == Precision::kMaster; }
+
+// The arrays a loop touches (read and written back), as a bit set.
+enum Touch : unsigned { kGrad = 1, kMom = 2, kParamIn = 4, kParamOut = 8, kAuxIO = 16 };
+
+// Arrays touched when the parameter is updated in mode kMode: the master copy replaces the
+// parameter as input; kahan_comp and master_param are read and written.
+template <Precision kMode> constexpr unsigned param_touch() {
+  return kParamOut | (kMode == Precision::kMaster ? 0u : unsigned(kParamIn)) | (has_aux<kMode>() ? unsigned(kAuxIO) : 0u);
+}
+
+// [note: exact unscale]
+// GradScaler's unscale g / s (stored back into the gradient, optimizers.md §4) must be the
+// correctly rounded quotient, as on the CPU; but a division's slow path is a subroutine call on the
+// GPU and ptxas spills around calls. So the kernels divide without dividing:
+//  - y = RN(1/s) in fp64: a hardware seed (host: fp32) refined by Newton steps y += y (1 - s y);
+//    once y is within an ulp, the same step gives RN(1/s) (Markstein), as 1 - s y is exact: s is an
+//    fp32 value, 24 significant bits. Four steps suffice from any seed with 8 correct bits;
+//  - fp32 g: RN_f(RN_d(g y)) = RN_f(g / s). RN_d(g y) is within 2^-52 (relative) of g / s, and a
+//    quotient of two fp32 numbers is either an fp32 midpoint (then s is a power of two, y and g y
+//    are exact, and RN_f breaks the tie correctly) or at least 2^-49 away from one, except an
+//    exact tie between two fp32 subnormals, which is detected exactly (an fma) and broken to even;
+//  - fp64 g: q = RN(g y), q' = RN(q + RN(g - q s) y) with g - q s exact (an fma): Markstein's
+//    theorem makes q' = RN(g / s) (not for quotients below 2^-1022, far below any gradient).
+// csrc/tests/test_mta.cpp compares both with real division over all exponents.
+TC_FN double reciprocal_from_seed(double s, double y) {
+  for (int k = 0; k < 4; ++k) y = fma_op(y, fma_op(-s, y, 1.0), y);
+  return y;
+}
+TC_FN double reciprocal_rn(float s) {
+  const double sd = double(s);
+  if (s != s) return sd;
+  if (s == 0.0f) return float_as_bits(s) >> 31 ? -INFINITY : INFINITY;
+  if (!is_finite_bits(s)) return float_as_bits(s) >> 31 ? -0.0 : 0.0;
+#if defined(__CUDA_ARCH__)
+  double seed;
+  asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(seed) : "d"(sd));
+#else
+  int e = 0;
+  const float m = float(std::frexp(sd, &e));  // sd = m 2^e: an fp32 reciprocal of m cannot overflow
+  const double seed = std::ldexp(double(1.0f / m), -e);
+#endif
+  return reciprocal_from_seed(sd, seed);
+}
+
+TC_FN float div_by(float g, float s, double y) {
+  const double q = double(g) * y;
+  float r = float(q);
+  const double aq = q < 0 ? -q : q;
+  if (aq < 0x1p-126 && aq != 0.0) {  // between fp32 subnormals j 2^-149 and (j+1) 2^-149
+    const double j = floor(aq * 0x1p149);
+    const double mid = (2.0 * j + 1.0) * 0x1p-150;
+    const double ag = g < 0 ? -double(g) : double(g), as = s < 0 ? -double(s) : double(s);
+    if (fma_op(-mid, as, ag) == 0.0) {  // |g / s| is exactly the midpoint: ties to even
+      const double even = (int64_t(j) & 1) == 0 ? j : j + 1.0;
+      r = float(q < 0 ? -even * 0x1p-149 : even * 0x1p-149);
+    }
+  }
+  return r;
+}
+TC_FN double div_by(double g, double s, double y) {
+  const double q = g * y;
+  if (q == 0.0 || !is_finite_bits(q)) return q;  // zeros keep their sign; Inf/NaN as g / s
+  return fma_op(fma_op(-q, s, g), y, q);
+}
+
+// Loads g (op-math type); with a grad_scale, unscales it and stores it back ([note: exact unscale]).
+// Built at the top of each loop from the device value; `scaled` is only the pointer test, which
+// ptxas re-reads from the kernel parameters (it spilled a computed flag that lived across loops).
+template <typename T>
+struct GradIn {
+  const float* scale_ptr;
+  T scale;
+  double inv;
+  TC_HOST_DEVICE explicit GradIn(const float* grad_scale)
+      : scale_ptr(grad_scale), scale(grad_scale ? T(*grad_scale) : T(1)), inv(grad_scale ? reciprocal_rn(*grad_scale) : 1.0) {}
+  TC_HOST_DEVICE bool scaled() const { return scale_ptr != nullptr; }
+  TC_HOST_DEVICE T unscale(T g) const { return div_by(g, scale, inv); }
+  template <typename P>
+  TC_HOST_DEVICE T operator()(P* grad, int32_t i) const {
+    T g = storage<P>::load(grad, i);
+    if (scaled()) {
+      g = unscale(g);
+      storage<P>::store(grad, i, g);
+    }
+    return g;
+  }
+};
+
+// [note: chunk loop]
+// body(param, mom, aux, i, local, g) performs the step of the chunk's element `local`, held at
+// index i of the param/mom/aux arrays, with its (unscaled) gradient g. Aligned chunks ([note:
+// vector path]) load kVec elements of every touched array into registers with 16-byte loads, run
+// the body on them (i = 0..kVec-1) and store them back; the rest of the chunk, and unaligned chunks
+// entirely, run the body on the arrays in memory (i = local). Consecutive threads take consecutive
+// vectors (or elements), so every access is coalesced. The gradient is unscaled and stored back
+// first ([note: exact unscale]).
+template <unsigned kTouch, int kVec, typename T, typename P, typename M, typename A, typename Body>
+TC_FN void chunk_loop(const float* grad_scale, P* param, P* grad, M* mom, A* aux, int32_t len, bool aligned,
+                      int tid, int nthreads, Body&& body) {
+  const GradIn<T> grad_in(grad_scale);
+  int32_t first_scalar = 0;
+  if (aligned) {
+    const int32_t n_vec = len - len % kVec;
+    for (int32_t v = tid * kVec; v < n_vec; v += nthreads * kVec) {
+      P rp[kVec];
+      M rm[kVec];
+      A ra[kVec];
+      T g[kVec] = {};  // stays 0 where the gradient is not touched (the guard's shrink)
+      if constexpr ((kTouch & kGrad) != 0) {
+        P rg[kVec];
+        load_vec(grad + v, rg);
+        TC_UNROLL
+        for (int k = 0; k < kVec; ++k) g[k] = grad_in(rg, k);
+        if (grad_in.scaled()) store_vec(grad + v, rg);
+      }
+      if constexpr ((kTouch & kMom) != 0) load_vec(mom + v, rm);
+      if constexpr ((kTouch & kParamIn) != 0) load_vec(param + v, rp);
+      if constexpr ((kTouch & kAuxIO) != 0) load_vec(aux + v, ra);
+      TC_UNROLL
+      for (int k = 0; k < kVec; ++k) body(rp, rm, ra, k, v + k, g[k]);
+      if constexpr ((kTouch & kMom) != 0) store_vec(mom + v, rm);
+      if constexpr ((kTouch & kParamOut) != 0) store_vec(param + v, rp);
+      if constexpr ((kTouch & kAuxIO) != 0) store_vec(aux + v, ra);
+    }
+    first_scalar = n_vec;
+  }
+  for (int32_t i = first_scalar + tid; i < len; i += nthreads)
+    body(param, mom, aux, i, i, (kTouch & kGrad) != 0 ? grad_in(grad, i) : T(0));
+}
+
+// One block's chunk, typed: its arrays (offset to the chunk's first element), geometry, step and
+// stochastic-rounding key, and its loops ([note: chunk loop]).
+template <typename P, typename M, Precision kMode>
+struct Block {
+  using T = typename storage<P>::opmath;
+  using Access = ParamAccess<kMode, P>;
+  using A = typename aux_of<P, kMode>::type;
+  static constexpr int kVec = vec_width<P, M>();
+  static constexpr unsigned kUpdate = kGrad | kMom | param_touch<kMode>();
+  const MtaTensor& t;
+  Span s;
+  bool aligned;
+  int64_t step;
+  SrKey key;
+  P* param;
+  P* grad;
+  M* mom;
+  A* aux;  // kahan_comp / master_param (non-null: checked by the entry), else nullptr
+  TC_HOST_DEVICE Block(const MtaArgs& a, const SignStepCall& call, int64_t block)
+      : Block(a, call, locate_block(a, block)) {}
+  TC_HOST_DEVICE Block(const MtaArgs& a, const SignStepCall& call, BlockLoc loc)
+      : t(a.t[loc.tensor]),
+        s(span_of(t.numel, t.row_len, loc.chunk)),
+        aligned(chunk_is_aligned(t, s.start, kVec)),
+        step(*t.step),
+        key{call.seed, t.param_id, uint64_t(step)},
+        param(static_cast<P*>(t.ptr[0]) + s.start),
+        grad(static_cast<P*>(t.ptr[1]) + s.start),
+        mom(static_cast<M*>(t.ptr[2]) + s.start),
+        aux(has_aux<kMode>() ? static_cast<A*>(t.ptr[3]) + s.start : nullptr) {}
+  template <unsigned kTouch, typename Body>
+  TC_HOST_DEVICE void loop(const float* grad_scale, int tid, int nthreads, Body&& body) const {
+    chunk_loop<kTouch, kVec, T>(grad_scale, param, grad, mom, aux, s.len, aligned, tid, nthreads, body);
+  }
+  // Stores w_new per [note: precision modes]; the stochastic-rounding counter is the flat offset.
+  TC_HOST_DEVICE void store(P* p, A* x, int32_t i, int32_t local, T w_old, T w_new) const {
+    Access::store_at(p, x, i, uint64_t(s.start + local), w_old, w_new, key);
+  }
+};
+
+// ---- Lion (coefficients and maximize: [note: kernel scalars]) ----------------------------------
+template <typename P, typename M, Precision kMode>
+TC_FN void lion_block(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block,
+                      int tid, int nthreads) {
+  if (step_skipped(d)) return;
+  using B = Block<P, M, kMode>;
+  using T = typename B::T;
+  using A = typename B::A;
+  const B b(a, call, block);
+  const LionCoeffs<T> k{coef<T>(d, kBeta1), coef<T>(d, kGradCoef1), coef<T>(d, kBeta2), coef<T>(d, kGradCoef2)};
+  const T eta = coef<T>(d, kLr), wd = coef<T>(d, kWeightDecay);
+  b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
+    T m = T(storage<M>::load(mom, i));
+    const T w_old = B::Access::load(param, aux, i);
+    T w = w_old;
+    lion_update(w, m, g, k, eta, wd);
+    b.store(param, aux, i, local, w_old, w);
+    storage<M>::store(mom, i, typename storage<M>::opmath(m));
+  });
+}
+
+// ---- Tiger ------------------------------------------------------------------------------------
+// One block of Tiger's update: on a fired guard only the shrink θ <- (θ - c)·s + c; on an
+// accumulation micro-step (α = 0) only the momentum; otherwise momentum and parameter, with the
+// step size of the tensor (K: stage 2's, V: 0.5·lr) or of each row (E: stage 2's).
+template <typename P, typename M, Precision kMode>
+TC_FN void tiger_block(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block,
+                       int tid, int nthreads) {
+  if (step_skipped(d)) return;
+  using B = Block<P, M, kMode>;
+  using T = typename B::T;
+  using A = typename B::A;
+  const B b(a, call, block);
+  if (call.nonfinite_guard && d.flags[b.t.ordinal] != 0) {  // shrink; a scaled gradient is still stored unscaled
+    const T ratio = coef<T>(d, kShrinkRatio), centre = coef<T>(d, kShrinkCentre);
+    b.template loop<param_touch<kMode>() | kGrad>(d.grad_scale, tid, nthreads, [&](P* param, M*, A* aux, int32_t i, int32_t local, T) {
+      const T w_old = B::Access::load(param, aux, i);
+      b.store(param, aux, i, local, w_old, tiger_shrink(w_old, centre, ratio));
+    });
+    return;
+  }
+  const TigerCoeffs<T> k{tiger_first(b.step, call.grad_accum_steps) ? coef<T>(d, kTigerBeta) : T(1),
+                         coef<T>(d, kTigerGradCoef)};
+  auto momentum = [&](M* mom, int32_t i, T g) -> T {
+    T m = T(storage<M>::load(mom, i));
+    tiger_momentum(m, g, k);
+    storage<M>::store(mom, i, typename storage<M>::opmath(m));
+    return m;
+  };
+  if (!tiger_moves(b.step, call.grad_accum_steps)) {
+    b.template loop<kGrad | kMom>(d.grad_scale, tid, nthreads,
+                                  [&](P*, M* mom, A*, int32_t i, int32_t, T g) { momentum(mom, i, g); });
+    return;
+  }
+  const T wd = coef<T>(d, kWeightDecay);
+  auto update = [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g, T eta) {
+    const T m = momentum(mom, i, g);
+    const T w_old = B::Access::load(param, aux, i);
+    T w = w_old;
+    tiger_param(w, m, eta, wd);
+    b.store(param, aux, i, local, w_old, w);
+  };
+  if (call.tiger_class == TigerClass::kE) {
+    const double* eta_rows = d.eta_rows + b.t.row0 + b.s.row;  // slot-row r of the chunk is row s.row + r
+    const uint32_t rlen = uint32_t(b.s.rlen);
+    b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
+      update(param, mom, aux, i, local, g, T(eta_rows[uint32_t(local) / rlen]));
+    });
+  } else {
+    const T eta = call.tiger_class == TigerClass::kK ? T(d.eta_rows[b.t.row0]) : coef<T>(d, kHalfLr);
+    b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
+      update(param, mom, aux, i, local, g, eta);
+    });
+  }
+}
+
+// Does this Tiger tensor move on this micro-step (needs its RMS)?
+TC_FN bool tiger_needs_eta(const SignStepCall& call, const KernelScalars& d, const MtaTensor& t) {
+  return tiger_moves(*t.step, call.grad_accum_steps) && !(call.nonfinite_guard && d.flags[t.ordinal] != 0);
+}
+
+// Tiger stage 2 (K/E): one thread per row adds the row's slot sums in piece order and stores the
+// row's step size α·max(RMS, floor) (optimizers.md §2.3, §2.8.3). Blocks: eta_blocks().
+TC_FN void tiger_eta_block(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block,
+                           int tid, int nthreads) {
+  if (step_skipped(d)) return;
+  const BlockLoc loc = locate_block(a, block);
+  const MtaTensor& t = a.t[loc.tensor];
+  const Grid g = grid_of(t.numel, t.row_len);
+  const int64_t row = int64_t(loc.chunk) * nthreads + tid;
+  if (row >= g.rows || !tiger_needs_eta(call, d, t)) return;
+  const double* sums = d.slot_sums + t.slot0 + row * g.pieces;
+  double s = 0.0;
+  for (int64_t p = 0; p < g.pieces; ++p) s += sums[p];
+  d.eta_rows[t.row0 + row] = tiger_eta_from_sumsq(call.lr, s, t.row_len, call.rms_floor);
+}
+
+// One small kernel for every counter of the call: step += 1 unless GradScaler found an inf.
+TC_FN void advance_step(const StepArgs& a, const float* found_inf, int64_t i) {
+  if (i < a.n && (found_inf == nullptr || *found_inf == 0.0f)) *a.step[i] += 1;
+}
+
+}  // namespace mta
+}  // namespace tigercore
