@@ -299,6 +299,7 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
         if lo + 1 > N:
             break
         prev = C[k - 1]
+        neg_inf = bool(np.isneginf(prev).any())
         t0 = lo + 1
         while t0 <= N:
             # rows t in [t0, t1), candidates s in [lo, t1-1): (a + w)·w <= chunk_elems, a = t0-lo-1
@@ -308,6 +309,8 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
             blk = FT[t0:t1, lo:t1 - 1] if FT is not None else block_T(lo, t1 - 1, t0, t1)
             cand = buf[:blk.size].reshape(blk.shape)
             np.add(blk, prev[lo:t1 - 1], out=cand)
+            if neg_inf:   # -inf + the +inf of an s >= t entry is NaN, but s >= t is no candidate
+                cand[np.arange(t0, t1)[:, None] <= np.arange(lo, t1 - 1)[None, :]] = np.inf
             arg = np.argmin(cand, axis=1)   # first minimum on ties
             val = cand[np.arange(width), arg]
             if np.isnan(val).any():
