@@ -1,5 +1,5 @@
 // dpm_ops.cpp — CPU entry points of tigercore::eps_stats, segment_moments and minplus_dp (spec
-// analytic_dpm.md §9): checks (dpm_common.h), then at::parallel_for over work whose split never
+// analytic_dpm.md §9): checks (dpm_common.h), then threads over work whose split never
 // changes a result — eps_stats over fixed tiles, segment_moments over timesteps, minplus_dp over
 // rows of a column block. The loops are the per-ISA dpm_kernels.h; the trees and the argmin are
 // tigercore/dpm_math.h. Every result equals the reference (tigercore/reference/dpm.py) bitwise.
@@ -20,6 +20,18 @@ namespace {
 
 using namespace ::tigercore::dpm;
 
+// [note: dynamic chunks]
+// body(b, e) over [0, n) in chunks of `chunk` items handed out from a shared counter rather than
+// split in equal halves up front: a thread whose core is busy (a shared machine) takes fewer
+// chunks instead of holding up the call. No result depends on which thread computes an item.
+template <typename Body>
+void parallel_chunks(int64_t n, int64_t chunk, const Body& body) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk), 1, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) body(b, std::min(n, b + chunk));
+  });
+}
+
 // ---- eps_stats ---------------------------------------------------------------------------------
 
 at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Tensor>& eps,
@@ -30,8 +42,8 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   const int64_t items = c.rows * c.ntiles;
   std::vector<double> partials(size_t(items * kStatCols));
   const DpmKernelTable& kt = active_dpm_kernels();
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / c.tile);  // >= 32 K elements a task
-  at::parallel_for(0, items, grain, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials.data()); });
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / c.tile);  // 16 K elements a chunk
+  parallel_chunks(items, chunk, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials.data()); });
   // Second level of the tree: the tile partials of a row, zero-padded to a power of two.
   const int64_t width = pow2_at_least(c.ntiles);
   double* out = p.out.mutable_data_ptr<double>();
@@ -62,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_moments_cpu(const at::Ten
   double* m = mean.mutable_data_ptr<double>();
   double* cm = com.mutable_data_ptr<double>();
   // Timesteps are independent: any split over threads gives the same bits.
-  at::parallel_for(0, p.nseg, 16, [&](int64_t b, int64_t e) {
+  parallel_chunks(p.nseg, 16, [&](int64_t b, int64_t e) {
     std::vector<double> scratch;
     for (int64_t n = b; n < e; ++n) {
       const int64_t cnt = count[n];
@@ -81,10 +93,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_moments_cpu(const at::Ten
 
 // ---- minplus_dp --------------------------------------------------------------------------------
 
-// The candidates of row k in an order that balances threads: index i of [0, n) maps to group
-// 0, n-1, 1, n-2, ..., so each thread's contiguous share mixes long rows (small k) with short ones.
-int64_t interleaved(int64_t i, int64_t n) { return i % 2 == 0 ? i / 2 : n - 1 - i / 2; }
-
 // [note: minplus blocking] in dpm_kernels.h. Valid when F has no -inf (then no candidate is NaN).
 void minplus_fast(const MinplusCall& c) {
   const DpmKernelTable& kt = active_dpm_kernels();
@@ -94,13 +102,8 @@ void minplus_fast(const MinplusCall& c) {
     const int64_t te = std::min(N + 1, tb + kBlockT);
     const int64_t k_last = std::min(c.K, te - c.start);       // rows with some t >= lo_k + 1 here
     const int64_t k_outer = std::min(k_last, tb - c.start + 1);  // rows with some s = lo_k.. < tb
-    const int64_t groups = (k_outer - 1 + kGroupRows - 1) / kGroupRows;
-    at::parallel_for(0, groups, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t k0 = 2 + interleaved(i, groups) * kGroupRows;
-        kt.minplus_outer(c, tb, te, k0, std::min(k_outer + 1, k0 + kGroupRows));
-      }
-    });
+    // rows 2..k_outer in groups, the longest (small k: most candidates) handed out first
+    parallel_chunks(k_outer - 1, kGroupRows, [&](int64_t b, int64_t e) { kt.minplus_outer(c, tb, te, 2 + b, 2 + e); });
     kt.minplus_inner(c, tb, te, 2, k_last + 1);
   }
 }
