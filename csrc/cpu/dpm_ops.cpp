@@ -24,8 +24,16 @@ using namespace ::tigercore::dpm;
 // body(b, e) over [0, n) in chunks of `chunk` items handed out from a shared counter rather than
 // split in equal halves up front: a thread whose core is busy (a shared machine) takes fewer
 // chunks instead of holding up the call. No result depends on which thread computes an item.
+// Below kParallelWork units of work (elements, products, candidates) the call runs inline: a
+// parallel region ends in a barrier, which a descheduled worker can delay by a whole time slice.
+constexpr int64_t kParallelWork = int64_t(1) << 18;
+
 template <typename Body>
-void parallel_chunks(int64_t n, int64_t chunk, const Body& body) {
+void parallel_chunks(int64_t n, int64_t chunk, int64_t work, const Body& body) {
+  if (work < kParallelWork || n <= chunk) {
+    if (n > 0) body(0, n);
+    return;
+  }
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk), 1, [&](int64_t, int64_t) {
     for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) body(b, std::min(n, b + chunk));
@@ -43,11 +51,11 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   std::vector<double> partials(size_t(items * kStatCols));
   const DpmKernelTable& kt = active_dpm_kernels();
   const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / c.tile);  // 16 K elements a chunk
-  parallel_chunks(items, chunk, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials.data()); });
+  parallel_chunks(items, chunk, c.rows * c.d, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials.data()); });
   // Second level of the tree: the tile partials of a row, zero-padded to a power of two.
   const int64_t width = pow2_at_least(c.ntiles);
   double* out = p.out.mutable_data_ptr<double>();
-  at::parallel_for(0, c.rows, std::max<int64_t>(1, 4096 / width), [&](int64_t b, int64_t e) {
+  at::parallel_for(0, c.rows, std::max<int64_t>(1, kParallelWork / width), [&](int64_t b, int64_t e) {
     std::vector<double> buf(static_cast<size_t>(width));
     for (int64_t row = b; row < e; ++row)
       for (int col = 0; col < kStatCols; ++col) {
@@ -74,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_moments_cpu(const at::Ten
   double* m = mean.mutable_data_ptr<double>();
   double* cm = com.mutable_data_ptr<double>();
   // Timesteps are independent: any split over threads gives the same bits.
-  parallel_chunks(p.nseg, 16, [&](int64_t b, int64_t e) {
+  parallel_chunks(p.nseg, 16, p.x.size(0) * k * k, [&](int64_t b, int64_t e) {
     std::vector<double> scratch;
     for (int64_t n = b; n < e; ++n) {
       const int64_t cnt = count[n];
@@ -102,8 +110,10 @@ void minplus_fast(const MinplusCall& c) {
     const int64_t te = std::min(N + 1, tb + kBlockT);
     const int64_t k_last = std::min(c.K, te - c.start);       // rows with some t >= lo_k + 1 here
     const int64_t k_outer = std::min(k_last, tb - c.start + 1);  // rows with some s = lo_k.. < tb
-    // rows 2..k_outer in groups, the longest (small k: most candidates) handed out first
-    parallel_chunks(k_outer - 1, kGroupRows, [&](int64_t b, int64_t e) { kt.minplus_outer(c, tb, te, 2 + b, 2 + e); });
+    // rows 2..k_outer in groups, the longest (small k: most candidates) handed out first; row k has
+    // tb - lo_k candidates s for each of the te - tb columns
+    const int64_t work = (k_outer - 1) * (tb - minplus_lo(c, (2 + k_outer) / 2)) * (te - tb);
+    parallel_chunks(k_outer - 1, kGroupRows, work, [&](int64_t b, int64_t e) { kt.minplus_outer(c, tb, te, 2 + b, 2 + e); });
     kt.minplus_inner(c, tb, te, 2, k_last + 1);
   }
 }
@@ -115,7 +125,7 @@ void minplus_exact(const MinplusCall& c) {
   for (int64_t k = 2; k <= c.K && minplus_lo(c, k) + 1 <= N; ++k) {
     const int64_t lo = minplus_lo(c, k);
     std::atomic<int64_t> nan_t{-1};
-    at::parallel_for(lo + 1, N + 1, 16, [&](int64_t b, int64_t e) {
+    at::parallel_for(lo + 1, N + 1, std::max<int64_t>(1, kParallelWork / (N - lo)), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         double best = std::numeric_limits<double>::infinity();
         int64_t arg = -1;
