@@ -8,8 +8,8 @@ Knobs (environment variables; README "Building"):
   MAX_JOBS, NVCC_THREADS   parallel compile jobs / nvcc --threads
   TIGERCORE_WERROR=1       warnings are errors (CI sets it)
   DEBUG=1                  -O0 -g (-lineinfo for CUDA)
-The CPU step kernels are compiled once per instruction set (generic, AVX2, AVX-512) via target
-pragmas in csrc/cpu/optim_kernels_*.cpp; the best one is picked at load time.
+The CPU kernels are compiled once per instruction set (generic, AVX2, AVX-512) via target
+pragmas in csrc/cpu/kernels_*.cpp; the best one is picked at load time.
 """
 import glob
 import importlib.util

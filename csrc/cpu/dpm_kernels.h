@@ -1,13 +1,12 @@
 // dpm_kernels.h — CPU loops of the Analytic-DPM ops eps_stats and minplus_dp (spec §9). Included
-// by dpm_kernels_{generic,avx2,avx512}.cpp, each with its own TC_ISA namespace, target pragma and
+// by kernels_{generic,avx2,avx512}.cpp, each with its own TC_ISA namespace, target pragma and
 // vector width, so the same code is vectorised for each instruction set. The arithmetic is
 // tigercore/dpm_math.h; the launch layer is dpm_ops.cpp. Reference: tigercore/reference/dpm.py.
 #pragma once
 #include <algorithm>
 #include <type_traits>
 
-#include "dpm_kernel_table.h"
-#include "tigercore/dpm_math.h"
+#include "kernel_table.h"
 
 #if !defined(TC_ISA) || !defined(TC_VEC_BYTES) || !defined(TC_MINPLUS_ROWS)
 #error "define TC_ISA, TC_VEC_BYTES and TC_MINPLUS_ROWS before including dpm_kernels.h"
@@ -16,6 +15,7 @@
 namespace tigercore {
 namespace cpu {
 namespace TC_ISA {
+namespace dpm_loops {  // beside optim_kernels.h's loops in the same namespace
 
 using namespace ::tigercore::dpm;
 
@@ -310,6 +310,7 @@ inline void minplus_inner(const MinplusCall& c, int64_t tb, int64_t te, int64_t 
   }
 }
 
+}  // namespace dpm_loops
 }  // namespace TC_ISA
 }  // namespace cpu
 }  // namespace tigercore

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../dpm_common.h"
-#include "dpm_kernel_table.h"
+#include "kernel_table.h"
 
 namespace tigercore {
 namespace cpu {

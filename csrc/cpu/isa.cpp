@@ -7,7 +7,6 @@
 #include <cstring>
 #include <string>
 
-#include "dpm_kernel_table.h"
 #include "kernel_table.h"
 
 namespace tigercore {
