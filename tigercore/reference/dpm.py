@@ -247,7 +247,8 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
     # [note: minplus_dp layout] The table is stored transposed, FT[t, s], with +inf for s ≥ t, so
     # the candidates of one t are contiguous; numpy's add (into a reused, cache-sized buffer) and
     # argmin over the last axis are several times faster than torch's broadcast add + dim-0 min on
-    # the CPU. The native kernel will replace this loop.
+    # the CPU. This loop is the reference; the tigercore::minplus_dp op's native kernels
+    # (csrc/cpu/dpm_kernels.h [note: minplus blocking], csrc/cuda/dpm.cu) give the same C and D.
     device = torch.device("cpu")
     if isinstance(F, Tensor):
         _check_float("F", F)
