@@ -8,8 +8,8 @@ Knobs (environment variables; README "Building"):
   MAX_JOBS, NVCC_THREADS   parallel compile jobs / nvcc --threads
   TIGERCORE_WERROR=1       warnings are errors (CI sets it)
   DEBUG=1                  -O0 -g (-lineinfo for CUDA)
-The CPU step kernels are compiled once per instruction set (generic, AVX2, AVX-512) via target
-pragmas in csrc/cpu/optim_kernels_*.cpp; the best one is picked at load time.
+The CPU kernels are compiled once per instruction set (generic, AVX2, AVX-512) via target
+pragmas in csrc/cpu/kernels_*.cpp; the best one is picked at load time.
 """
 import glob
 import importlib.util
@@ -95,7 +95,10 @@ def extension():
     debug = env_flag("DEBUG")
     werror = env_flag("TIGERCORE_WERROR")
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = opt + ["-std=c++20", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    # [note: OpenMP] at::parallel_for is inline in ATen's headers on `#pragma omp parallel`: without
+    # -fopenmp it silently runs serially. Linking -fopenmp resolves libgomp.so.1 to the copy torch
+    # already loaded, so torch.set_num_threads governs our threads too.
+    cxx = opt + ["-std=c++20", "-ffp-contract=off", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     if werror:
         cxx.append("-Werror")
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
@@ -104,7 +107,7 @@ def extension():
     write_build_config(arch_list)
     if not WITH_CUDA:
         return CppExtension("tigercore._C", sources, include_dirs=include_dirs,
-                            extra_compile_args={"cxx": cxx})
+                            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
     cxx.append("-DTIGERCORE_WITH_CUDA")
     nvcc = opt + ["-std=c++20", "-DTIGERCORE_WITH_CUDA", "--expt-relaxed-constexpr", "--fmad=false",
@@ -117,7 +120,7 @@ def extension():
         nvcc.append(f"--threads={os.environ['NVCC_THREADS']}")
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     return CUDAExtension("tigercore._C", sources, include_dirs=include_dirs + cuda_extra_includes(),
-                         extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                         extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"])
 
 
 print(f"tigercore: building {'CPU + CUDA' if WITH_CUDA else 'CPU-only'} kernels"

@@ -16,6 +16,8 @@ import torch
 from tigercore.dpm import GammaEstimator, GammaTable, NoiseSchedule
 from tigercore.reference.dpm import EPS_STATS_COLUMNS, eps_stats, merge_moments, segment_moments
 
+from _dpm_oracles import naive_stats
+
 S2 = 0.25
 
 
@@ -30,16 +32,6 @@ def gaussian_eps_model(sch, s2=S2):
 
 
 # ----------------------------------------------------------------------------- eps_stats
-def naive_stats(e_hat, e, x0=None, x0h=None):
-    d = e_hat[0].numel()
-    f = lambda t: t.reshape(t.shape[0], -1).double()            # noqa: E731
-    eh, ee = f(e_hat), f(e)
-    out = [(eh ** 2).sum(1) / d, (ee ** 2).sum(1) / d, ((ee - eh) * (ee + eh)).sum(1) / d,
-           ((ee - eh) ** 2).sum(1) / d]
-    out.append(((f(x0) - f(x0h)) ** 2).sum(1) / d if x0 is not None else torch.full_like(out[0], math.nan))
-    return torch.stack(out, 1)
-
-
 def test_eps_stats_columns_and_nan_for_missing():
     g = torch.Generator().manual_seed(0)
     e_hat, e, x0, x0h = (torch.randn(5, 3, 7, 11, generator=g) for _ in range(4))

@@ -1,7 +1,6 @@
 # Trajectory DP (spec analytic_dpm.md §5, §11.5c): minplus_dp against brute force over all paths,
 # first-argmin ties, recomputed costs, DP ≤ even spacing, chunking invariance, dp_seg, dp_vb and
 # the fixed linear / quad_ddim spacings. Reference DP: tigercore/reference/dpm.py.
-import itertools
 import math
 
 import pytest
@@ -12,6 +11,8 @@ from tigercore.dpm import (GammaTable, NoiseSchedule, dp_seg_trajectory, dp_vb_t
 from tigercore.dpm.demo import DiscreteToy
 from tigercore.reference.dpm import delta_cost, delta_cost_matrix, minplus_dp, minplus_path
 
+from _dpm_oracles import brute_force
+
 N_SMALL, K_SMALL = 30, 5
 
 
@@ -19,21 +20,6 @@ N_SMALL, K_SMALL = 30, 5
 def small():
     # the linear schedule rescaled to N = 30 (β·1000/N), so that the tail is reached
     return NoiseSchedule.linear(N_SMALL, 1e-4 * 1000 / N_SMALL, 0.02 * 1000 / N_SMALL)
-
-
-def brute_force(F, N, K, start=1):
-    """All paths start < τ_2 < … < τ_K = N; cost summed left to right as the DP does; among the
-    optimal ones the DP's back-pointers pick the smallest τ_{K−1}, then the smallest τ_{K−2}, …"""
-    best = None
-    for mid in itertools.combinations(range(start + 1, N), K - 2):
-        path = (start,) + mid + (N,)
-        cost = 0.0
-        for s, t in zip(path[:-1], path[1:]):
-            cost = cost + float(F[s, t])
-        key = (cost, tuple(reversed(path)))
-        if best is None or key < best:
-            best = key
-    return best[0], list(reversed(best[1]))
 
 
 def toy_delta(sch, name):

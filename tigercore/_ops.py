@@ -1,4 +1,5 @@
 """The op table: schemas, fake (meta) implementations and the pure-PyTorch default kernels.
+The Lion/Tiger ops are declared here, the Analytic-DPM ops in tigercore/dpm/_ops.py.
 
 Declared here so that every op exists without the compiled extension. Native kernels are
 registered in C++ (TORCH_LIBRARY_IMPL(tigercore, CPU|CUDA)) and, being more specific than the
@@ -37,4 +38,6 @@ for _name, _schema in SCHEMAS.items():
     _LIB.impl(_name, _DEFAULT_KERNELS[_name], "CompositeExplicitAutograd")
     torch.library.register_fake(f"tigercore::{_name}", _fake_inplace, lib=_LIB)
 
-OPS = tuple(SCHEMAS)
+from .dpm import _ops as _dpm_ops  # noqa: E402  (eps_stats, segment_moments, minplus_dp)
+
+OPS = tuple(SCHEMAS) + _dpm_ops.OPS

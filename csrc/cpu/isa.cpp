@@ -1,4 +1,5 @@
-// isa.cpp — picks the CPU kernel variant once, from what the processor supports.
+// isa.cpp — picks the CPU kernel variant once, from what the processor supports, for both kernel
+// tables (the Lion/Tiger step kernels and the Analytic-DPM loops).
 // TIGERCORE_CPU_ISA=generic|avx2|avx512 overrides (an unsupported request falls back to the best
 // supported variant with a warning on stderr). Model: ATen's native/cpu dispatch.
 #include <cstdio>
@@ -31,31 +32,56 @@ bool cpu_has_avx512() {
 #endif
 }
 
-const KernelTable* choose() {
-  const KernelTable* best = &kGenericTable;
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+const char* isa_name(Isa isa) {
+  return isa == Isa::kAvx512 ? "avx512" : isa == Isa::kAvx2 ? "avx2" : "generic";
+}
+
+Isa choose() {
+  Isa best = Isa::kGeneric;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (cpu_has_avx512()) best = &kAvx512Table;
-  else if (cpu_has_avx2()) best = &kAvx2Table;
+  if (cpu_has_avx512()) best = Isa::kAvx512;
+  else if (cpu_has_avx2()) best = Isa::kAvx2;
 #endif
   const char* env = std::getenv("TIGERCORE_CPU_ISA");
   if (env == nullptr || *env == '\0') return best;
   const std::string want(env);
-  if (want == "generic") return &kGenericTable;
+  if (want == "generic") return Isa::kGeneric;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (want == "avx2" && cpu_has_avx2()) return &kAvx2Table;
-  if (want == "avx512" && cpu_has_avx512()) return &kAvx512Table;
+  if (want == "avx2" && cpu_has_avx2()) return Isa::kAvx2;
+  if (want == "avx512" && cpu_has_avx512()) return Isa::kAvx512;
 #endif
   std::fprintf(stderr,
                "tigercore: TIGERCORE_CPU_ISA=%s is not supported by this processor or build; "
-               "using %s\n", env, best->isa);
+               "using %s\n", env, isa_name(best));
   return best;
+}
+
+Isa active_isa() {
+  static const Isa isa = choose();
+  return isa;
 }
 
 }  // namespace
 
 const KernelTable& active_kernels() {
-  static const KernelTable* table = choose();
-  return *table;
+  switch (active_isa()) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx512: return kAvx512Table;
+    case Isa::kAvx2: return kAvx2Table;
+#endif
+    default: return kGenericTable;
+  }
+}
+
+const DpmKernelTable& active_dpm_kernels() {
+  switch (active_isa()) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx512: return kDpmAvx512Table;
+    case Isa::kAvx2: return kDpmAvx2Table;
+#endif
+    default: return kDpmGenericTable;
+  }
 }
 
 const char* compiled_isas() {

@@ -1,7 +1,9 @@
-// kernel_table.h — the per-instruction-set CPU kernel table (no torch headers).
-// optim_kernels.h is compiled once per ISA (optim_kernels_{generic,avx2,avx512}.cpp); isa.cpp picks
-// the best one the processor supports at load time (TIGERCORE_CPU_ISA overrides).
+// kernel_table.h — the per-instruction-set CPU kernel tables (no torch headers): the Lion/Tiger step
+// loops (optim_kernels.h) and the Analytic-DPM loops (dpm_kernels.h), both compiled once per ISA in
+// kernels_{generic,avx2,avx512}.cpp; isa.cpp picks the best ISA the processor supports at load
+// time, for both tables (TIGERCORE_CPU_ISA overrides).
 #pragma once
+#include "tigercore/dpm_math.h"
 #include "tigercore/params.h"
 
 namespace tigercore {
@@ -27,8 +29,26 @@ extern const KernelTable kAvx2Table;
 extern const KernelTable kAvx512Table;
 #endif
 
-// The table in use (chosen once) and what the machine / build offer.
+struct DpmKernelTable {
+  const char* isa;
+  // Fixed-tree fp64 partial sums of the work items [begin, end) (item w = row * ntiles + tile),
+  // written to partials[w * kStatCols + column] for the columns the call has.
+  void (*eps_stats_tiles)(const dpm::EpsStatsCall& call, int64_t begin, int64_t end, double* partials);
+  // minplus_dp on the column block [tb, te): candidates s < tb for rows [k_begin, k_end) (rows are
+  // independent), and the in-block candidates tb <= s < t for rows [k_begin, k_end) in order.
+  void (*minplus_outer)(const dpm::MinplusCall& call, int64_t tb, int64_t te, int64_t k_begin, int64_t k_end);
+  void (*minplus_inner)(const dpm::MinplusCall& call, int64_t tb, int64_t te, int64_t k_begin, int64_t k_end);
+};
+
+extern const DpmKernelTable kDpmGenericTable;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const DpmKernelTable kDpmAvx2Table;
+extern const DpmKernelTable kDpmAvx512Table;
+#endif
+
+// The tables in use (chosen once) and what the machine / build offer.
 const KernelTable& active_kernels();
+const DpmKernelTable& active_dpm_kernels();
 const char* compiled_isas();
 const char* cpu_supported_isas();
 

@@ -1,5 +1,5 @@
 // optim_kernels.h — CPU loops for the fused Lion/Tiger step and Tiger's pre-pass reductions.
-// Included by optim_kernels_{generic,avx2,avx512}.cpp, each with its own TC_ISA namespace and
+// Included by kernels_{generic,avx2,avx512}.cpp, each with its own TC_ISA namespace and
 // target pragma, so the compiler vectorises the same element math (tigercore/optim_math.h) for
 // each instruction set. Reference: tigercore/reference/optim.py.
 #pragma once

@@ -1,5 +1,5 @@
 // test_math.cpp — unit test of the torch-free element math in csrc/include/tigercore/ (float_bits.h,
-// philox.h, optim_math.h, params.h), the same headers the per-ISA CPU kernels and the CUDA kernels
+// philox.h, optim_math.h, params.h, dpm_math.h), the same headers the per-ISA CPU kernels and the CUDA kernels
 // compile. No torch, no test framework: CHECK counts, and main returns non-zero on any failure.
 // Expected values come from shared/spec/optimizers.md §6 and from oracles written here
 // independently of the headers (double arithmetic for rounding, ldexp for decoding).
@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "tigercore/dpm_math.h"
 #include "tigercore/float_bits.h"
 #include "tigercore/optim_math.h"
 #include "tigercore/params.h"
@@ -753,6 +754,100 @@ static void test_params() {
   CHECK(call.algo == Algo::kLion && call.precision == Precision::kNone && call.lr == 0.0 && !call.nonfinite_guard);
 }
 
+// ---- dpm_math.h ---------------------------------------------------------------------------
+// Oracles written differently from the header: the halving tree as the recursive split of the
+// bit-reversed sequence, and segment_moments' tree as a literal simulation with full 64-padding.
+
+static uint64_t bits_of(double x) {
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
+
+static double split_sum(const std::vector<double>& u, size_t lo, size_t n) {
+  return n == 1 ? u[lo] : split_sum(u, lo, n / 2) + split_sum(u, lo + n / 2, n / 2);
+}
+
+static double halving_oracle(const std::vector<double>& a) {
+  const size_t n = a.size();
+  int bits = 0;
+  while ((size_t(1) << bits) < n) ++bits;
+  std::vector<double> u(n);
+  for (size_t m = 0; m < n; ++m) {
+    size_t r = 0;
+    for (int b = 0; b < bits; ++b) r |= ((m >> b) & 1) << (bits - 1 - b);
+    u[m] = a[r];
+  }
+  return split_sum(u, 0, n);
+}
+
+static double segment_oracle(const std::vector<double>& rows, int levels) {
+  if (rows.empty()) return 0.0;
+  std::vector<double> v = rows;
+  for (int level = 0; level < levels; ++level) {
+    std::vector<double> next;
+    for (size_t j = 0; j < v.size(); j += 64) {
+      std::vector<double> chunk(64, 0.0);
+      for (size_t i = 0; i < 64 && j + i < v.size(); ++i) chunk[i] = v[j + i];
+      next.push_back(halving_oracle(chunk));
+    }
+    v = next;
+  }
+  return v[0];
+}
+
+static void test_dpm_math() {
+  std::printf("dpm_math.h\n");
+  Rng rng(77);
+  auto value = [&] { return (double(rng.u32()) - 2147483648.0) * std::ldexp(1.0, int(rng.u32() % 40) - 50); };
+  bool ok = true;
+  for (int64_t n = 1; n <= 1024; n *= 2)
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<double> a(static_cast<size_t>(n));
+      for (double& x : a) x = value();
+      std::vector<double> b = a;
+      ok = ok && bits_of(dpm::halving_sum(b.data(), n)) == bits_of(halving_oracle(a));
+      if (n == 8) ok = ok && bits_of(dpm::halving8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])) == bits_of(halving_oracle(a));
+    }
+  CHECK(ok, "halving_sum / halving8 differ from the bit-reversed split");
+  ok = true;
+  for (int64_t m = 1; m <= 64; ++m)
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<double> a(64, 0.0);
+      for (int64_t i = 0; i < m; ++i) a[size_t(i)] = trial % 3 == 0 ? -0.0 : (rng.u32() % 4 == 0 ? -0.0 : value());
+      std::vector<double> b = a;
+      ok = ok && bits_of(dpm::halving_sum_padded64(b.data(), m)) == bits_of(halving_oracle(a));
+    }
+  CHECK(ok, "halving_sum_padded64 differs from the zero-padded 64-wide tree (signs of zero included)");
+  CHECK(dpm::segment_levels(0) == 0 && dpm::segment_levels(1) == 0 && dpm::segment_levels(2) == 1 &&
+        dpm::segment_levels(64) == 1 && dpm::segment_levels(65) == 2 && dpm::segment_levels(4096) == 2 &&
+        dpm::segment_levels(4097) == 3);
+  ok = true;
+  for (int64_t n : {1, 2, 5, 63, 64, 65, 300, 4096, 4097}) {
+    std::vector<double> rows(static_cast<size_t>(n));
+    for (double& x : rows) x = rng.u32() % 5 == 0 ? -0.0 : value();
+    for (int extra = 0; extra < 2; ++extra) {
+      const int levels = dpm::segment_levels(n) + extra;  // a shorter segment in a call with a longer one
+      std::vector<double> scratch(static_cast<size_t>((n + 63) / 64));
+      const double got = dpm::segment_tree_sum([&](int64_t r) { return rows[size_t(r)]; }, n, levels, scratch.data());
+      ok = ok && bits_of(got) == bits_of(segment_oracle(rows, levels));
+    }
+  }
+  CHECK(ok, "segment_tree_sum differs from the literal 64-padded simulation");
+  double best = INFINITY;
+  int64_t arg = -1;
+  dpm::minplus_relax(INFINITY, 0, best, arg);
+  CHECK(arg == -1 && dpm::minplus_arg(best, arg) == -1, "+inf candidates leave no argmin");
+  dpm::minplus_relax(2.0, 3, best, arg);
+  dpm::minplus_relax(2.0, 4, best, arg);
+  dpm::minplus_relax(NAN, 5, best, arg);
+  CHECK(best == 2.0 && arg == 3, "ties keep the first s, NaN never wins");
+  dpm::minplus_relax(-INFINITY, 6, best, arg);
+  CHECK(arg == 6 && dpm::minplus_arg(best, arg) == -1, "a -inf best reports s = -1 like the reference");
+  CHECK(dpm::u_term(3.0, 1.0) == 8.0 && dpm::z_term(3.0, 1.0) == 4.0 && dpm::eps_tile_len(1) == 1 &&
+        dpm::eps_tile_len(7) == 8 && dpm::eps_tile_len(1025) == 1024);
+}
+
 int main() {
   test_exhaustive_round_trip();
   test_rne_boundaries();
@@ -766,6 +861,7 @@ int main() {
   test_tiger();
   test_precision_modes();
   test_params();
+  test_dpm_math();
   std::printf("test_math: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

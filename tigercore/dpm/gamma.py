@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Native kernels will be routed here (tigercore::eps_stats / tigercore::segment_moments).
-from ..reference.dpm import EPS_STATS_COLUMNS, eps_stats as _eps_stats, merge_moments, \
-    segment_moments as _segment_moments
+# The dispatcher ops: native kernels when built, the reference (tigercore/reference/dpm.py) otherwise.
+from ..reference.dpm import EPS_STATS_COLUMNS, merge_moments
+from ._ops import eps_stats as _eps_stats, segment_moments as _segment_moments
 from .schedule import NoiseSchedule, call_eps_model
 
 __all__ = ["GammaTable", "GammaEstimator", "ESTIMATORS"]

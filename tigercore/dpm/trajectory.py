@@ -2,7 +2,8 @@
 # optimal_trajectory: min-plus DP of the δ-form cost F[s,t] = log(α_{t|s}β̄_s + β_{t|s}δ_t) − log β̄_t
 # (KL-optimal for Analytic-DDPM); dp_seg: the official tail-splitting heuristic on naive Γ tables;
 # dp_vb: the likelihood DP on a Monte Carlo NLL matrix; linear / quad_ddim: fixed spacings.
-# DP core: tigercore/reference/dpm.py (minplus_dp); tests: tests/test_dpm_trajectory.py.
+# DP core: the tigercore::minplus_dp op (native, or tigercore/reference/dpm.py); tests:
+# tests/test_dpm_trajectory.py, tests/test_dpm_native.py.
 from __future__ import annotations
 
 import math
@@ -13,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Native kernel will be routed here (tigercore::minplus_dp).
-from ..reference.dpm import delta_cost, minplus_dp as _minplus_dp, minplus_path
+from ..reference.dpm import delta_cost, delta_cost_matrix, minplus_dp as _ref_minplus_dp, minplus_path
+from ._ops import minplus_dp
 from .gamma import GammaTable
 from .schedule import NoiseSchedule
 from .variance import _delta
@@ -70,6 +71,19 @@ def _delta_fn(schedule: NoiseSchedule, delta: Tensor):
     return lambda s, t: delta_cost(la, delta, s, t)
 
 
+# Largest dense float64 cost table the DP builds (N ≈ 11,585); beyond it the reference DP evaluates
+# F block by block instead (slower, but without the (N+1)² table).
+_DENSE_BYTES = 1 << 30
+
+
+def _delta_dp(schedule: NoiseSchedule, delta: Tensor, K: int, N: int) -> Tuple[Tensor, Tensor]:
+    """C, D of the δ-form DP on [1, N] with K points: the tigercore::minplus_dp op on the dense F."""
+    fn = _delta_fn(schedule, delta)                    # validates δ
+    if (N + 1) ** 2 * 8 > _DENSE_BYTES:
+        return _ref_minplus_dp(fn, K, N, start=1)
+    return minplus_dp(delta_cost_matrix(schedule.log_alpha_bar[:N + 1], delta[:N + 1]), K, 1)
+
+
 def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_steps: int) -> Tuple[Tensor, float]:
     """KL-optimal K-step trajectory for Analytic-DDPM by the δ-form DP on the full range [1, N].
 
@@ -81,7 +95,7 @@ def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_steps: int)
     N, K = _check_k(schedule.num_steps, num_steps)
     if K == 1:
         return torch.ones(1, dtype=torch.long), 0.0
-    C, D = _minplus_dp(_delta_fn(schedule, delta), K, N, start=1)
+    C, D = _delta_dp(schedule, delta, K, N)
     path = minplus_path(D, K, N)
     if isinstance(one_minus_gamma, GammaTable):
         # [note: clipped zeros attract the DP] δ̂ = 0 from the lower clip (Monte Carlo noise above δ)
@@ -166,7 +180,7 @@ def dp_seg_trajectory(schedule: NoiseSchedule, table, num_steps: int) -> Tensor:
     if K1 == 1:
         path = torch.ones(1, dtype=torch.long)
     else:
-        C, D = _minplus_dp(_delta_fn(schedule, head), K1, N1, start=1)
+        C, D = _delta_dp(schedule, head, K1, N1)
         path = minplus_path(D, K1, N1)
     tail = [round(N - k * (N - N1) / K2) for k in range(K2 - 1, -1, -1)]
     return _validated(path.tolist() + tail, N)
@@ -184,6 +198,6 @@ def dp_vb_trajectory(cost: Tensor, num_steps: int) -> Tuple[Tensor, float]:
     N, K = cost.shape[0] - 1, int(num_steps)
     if not 1 <= K <= N:
         raise ValueError(f"the number of steps K must lie in 1..N = 1..{N}, got {K}")
-    C, D = _minplus_dp(cost, K + 1, start=0)
+    C, D = minplus_dp(cost, K + 1, 0)
     path = minplus_path(D, K + 1, N)
     return path[1:], float(C[K + 1, N])

@@ -247,7 +247,8 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
     # [note: minplus_dp layout] The table is stored transposed, FT[t, s], with +inf for s ≥ t, so
     # the candidates of one t are contiguous; numpy's add (into a reused, cache-sized buffer) and
     # argmin over the last axis are several times faster than torch's broadcast add + dim-0 min on
-    # the CPU. The native kernel will replace this loop.
+    # the CPU. This loop is the reference; the tigercore::minplus_dp op's native kernels
+    # (csrc/cpu/dpm_kernels.h [note: minplus blocking], csrc/cuda/dpm.cu) give the same C and D.
     device = torch.device("cpu")
     if isinstance(F, Tensor):
         _check_float("F", F)
@@ -299,6 +300,7 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
         if lo + 1 > N:
             break
         prev = C[k - 1]
+        neg_inf = bool(np.isneginf(prev).any())
         t0 = lo + 1
         while t0 <= N:
             # rows t in [t0, t1), candidates s in [lo, t1-1): (a + w)·w <= chunk_elems, a = t0-lo-1
@@ -308,6 +310,8 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
             blk = FT[t0:t1, lo:t1 - 1] if FT is not None else block_T(lo, t1 - 1, t0, t1)
             cand = buf[:blk.size].reshape(blk.shape)
             np.add(blk, prev[lo:t1 - 1], out=cand)
+            if neg_inf:   # -inf + the +inf of an s >= t entry is NaN, but s >= t is no candidate
+                cand[np.arange(t0, t1)[:, None] <= np.arange(lo, t1 - 1)[None, :]] = np.inf
             arg = np.argmin(cand, axis=1)   # first minimum on ties
             val = cand[np.arange(width), arg]
             if np.isnan(val).any():

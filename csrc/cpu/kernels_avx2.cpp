@@ -1,4 +1,6 @@
-// optim_kernels_avx2.cpp — the avx2 variant of the CPU step kernels (see optim_kernels.h).
+// kernels_avx2.cpp — the avx2 variant of the CPU kernels: the Lion/Tiger step loops
+// (optim_kernels.h) and the Analytic-DPM loops (dpm_kernels.h; 32-byte vectors, 2-row minplus
+// register tiles for 16 ymm registers).
 // Only torch-free headers are included, after the target pragma, so nothing outside the
 // tigercore::cpu::avx2 namespace is compiled for this instruction set.
 #if defined(__x86_64__) || defined(_M_X64)
@@ -6,17 +8,26 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
+#include <type_traits>
+
+#include <immintrin.h>  // the conversion intrinsics of [note: upcast loads] (dpm_kernels.h)
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC target("avx2,fma,f16c")
 #endif
 #define TC_ISA avx2
+#define TC_VEC_BYTES 32
+#define TC_MINPLUS_ROWS 2
 #include "optim_kernels.h"
+#include "dpm_kernels.h"
 
 namespace tigercore {
 namespace cpu {
 const KernelTable kAvx2Table = {"avx2", &avx2::sign_step, &avx2::sum_squares, &avx2::all_finite};
+const DpmKernelTable kDpmAvx2Table = {"avx2", &avx2::dpm_loops::eps_stats_tiles,
+                                      &avx2::dpm_loops::minplus_outer, &avx2::dpm_loops::minplus_inner};
 }  // namespace cpu
 }  // namespace tigercore
 #if defined(__clang__)

@@ -1,0 +1,241 @@
+// dpm.cu — CUDA entry points of tigercore::eps_stats, segment_moments and minplus_dp (spec
+// analytic_dpm.md §9). Thin by design: eps_stats is one block per (sample, tile) plus one thread
+// per (sample, column) for the tile partials, segment_moments one thread per (timestep, entry),
+// minplus_dp one launch per row k with a thread per t. No floating-point atomics; every tree and
+// the argmin are tigercore/dpm_math.h, shared with the CPU, so the results equal the reference
+// (tigercore/reference/dpm.py) and the CPU kernels bitwise. Checks: csrc/dpm_common.h.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <climits>
+
+#include "../dpm_common.h"
+
+namespace tigercore {
+namespace cuda {
+namespace {
+
+using namespace ::tigercore::dpm;
+
+constexpr int kThreads = 256;  // eps_stats: 1024-element tiles, four leaves a thread
+
+unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
+
+// ---- eps_stats ---------------------------------------------------------------------------------
+
+struct Terms {
+  double v[kStatCols];
+};
+
+template <typename S, bool kEps, bool kX0>
+__device__ Terms leaf(const S* eh, const S* e, const S* x, const S* xh, int64_t i, int64_t len) {
+  Terms t{};
+  if (i >= len) return t;  // products past the row's end are +0.0, as the reference pads them
+  const double h = load_f64(eh, i);
+  t.v[kY] = sq(h);
+  if constexpr (kEps) {
+    const double g = load_f64(e, i);
+    t.v[kC] = sq(g);
+    t.v[kU] = u_term(g, h);
+    t.v[kZ] = z_term(g, h);
+  }
+  if constexpr (kX0) t.v[kW] = z_term(load_f64(x, i), load_f64(xh, i));
+  return t;
+}
+
+__device__ Terms add(const Terms& a, const Terms& b) {
+  Terms r;
+  for (int col = 0; col < kStatCols; ++col) r.v[col] = a.v[col] + b.v[col];
+  return r;
+}
+
+// [note: CUDA tile tree]
+// Block (row, tile) reduces a tile of T = min(1024, pow2(d)) products by the reference's halving
+// tree ([note: reference trees]): thread j first combines its leaves j + 256q (the tree's levels
+// with partner distance >= 256), then the block halves the 256 (or T) values in shared memory.
+// CUB's BlockReduce would be as deterministic, but its tree differs from the reference's, so CPU
+// and CUDA would only agree to rounding; this one agrees bitwise.
+template <typename S, bool kEps, bool kX0>
+__global__ void eps_tiles_kernel(EpsStatsCall c, double* partials, int64_t width) {
+  __shared__ double sh[kStatCols][kThreads];
+  const int64_t row = blockIdx.x / c.ntiles, tile = blockIdx.x % c.ntiles;
+  const int64_t off = row * c.d + tile * c.tile;
+  const int64_t len = c.d - tile * c.tile < c.tile ? c.d - tile * c.tile : c.tile;
+  const S* eh = static_cast<const S*>(c.eps_pred) + off;
+  const S* e = kEps ? static_cast<const S*>(c.eps) + off : nullptr;
+  const S* x = kX0 ? static_cast<const S*>(c.x0) + off : nullptr;
+  const S* xh = kX0 ? static_cast<const S*>(c.x0_pred) + off : nullptr;
+  const int j = threadIdx.x;
+  const int64_t lanes = c.tile < kThreads ? c.tile : kThreads;
+  Terms t{};
+  if (j < lanes) {
+    const auto at = [&](int64_t i) { return leaf<S, kEps, kX0>(eh, e, x, xh, i, len); };
+    if (c.tile <= kThreads) t = at(j);
+    else if (c.tile == 2 * kThreads) t = add(at(j), at(j + kThreads));
+    else t = add(add(at(j), at(j + 2 * kThreads)), add(at(j + kThreads), at(j + 3 * kThreads)));
+  }
+  for (int col = 0; col < kStatCols; ++col) sh[col][j] = t.v[col];
+  __syncthreads();
+  for (int64_t h = lanes / 2; h > 0; h /= 2) {
+    if (j < h)
+      for (int col = 0; col < kStatCols; ++col) sh[col][j] = sh[col][j] + sh[col][j + h];
+    __syncthreads();
+  }
+  if (j < kStatCols) partials[(row * kStatCols + j) * width + tile] = sh[j][0];
+}
+
+// One thread per (row, column): the row's tile partials (zero-padded to width) halved, then / d.
+__global__ void eps_rows_kernel(EpsStatsCall c, double* partials, int64_t width, double* out) {
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= c.rows * kStatCols) return;
+  const int col = int(id % kStatCols);
+  if ((col == kW && c.x0 == nullptr) || (col != kY && col != kW && c.eps == nullptr)) return;  // stays NaN
+  out[id] = halving_sum(partials + id * width, width) / double(c.d);
+}
+
+template <typename S>
+void launch_eps_tiles(const EpsStatsCall& c, double* partials, int64_t width, cudaStream_t stream) {
+  const unsigned grid = unsigned(c.rows * c.ntiles);
+  const bool eps = c.eps != nullptr, x0 = c.x0 != nullptr;
+  if (eps && x0) eps_tiles_kernel<S, true, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  else if (eps) eps_tiles_kernel<S, true, false><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  else if (x0) eps_tiles_kernel<S, false, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  else eps_tiles_kernel<S, false, false><<<grid, kThreads, 0, stream>>>(c, partials, width);
+}
+
+at::Tensor eps_stats_cuda(const at::Tensor& eps_pred, const std::optional<at::Tensor>& eps,
+                          const std::optional<at::Tensor>& x0, const std::optional<at::Tensor>& x0_pred) {
+  EpsStatsPlan p = prepare_eps_stats(eps_pred, eps, x0, x0_pred);
+  const EpsStatsCall& c = p.call;
+  if (c.rows == 0) return p.out;
+  TORCH_CHECK(c.rows * c.ntiles <= INT_MAX, "tigercore::eps_stats: too many tiles for one launch");
+  const c10::cuda::CUDAGuard guard(eps_pred.device());
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t width = pow2_at_least(c.ntiles);
+  at::Tensor partials = at::zeros({c.rows, kStatCols, width}, p.out.options());
+  double* parts = partials.mutable_data_ptr<double>();
+  switch (c.dtype) {
+    case DType::kFloat32: launch_eps_tiles<float>(c, parts, width, stream); break;
+    case DType::kFloat64: launch_eps_tiles<double>(c, parts, width, stream); break;
+    case DType::kFloat16: launch_eps_tiles<half_t>(c, parts, width, stream); break;
+    default: launch_eps_tiles<bfloat16_t>(c, parts, width, stream); break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  eps_rows_kernel<<<blocks_for(c.rows * kStatCols), kThreads, 0, stream>>>(c, parts, width,
+                                                                           p.out.mutable_data_ptr<double>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return p.out;
+}
+
+// ---- segment_moments ---------------------------------------------------------------------------
+
+struct SegmentArgs {
+  const double* x;             // sorted [B, k]
+  const int64_t* first;        // [nseg]
+  const int64_t* count;        // [nseg]
+  const int64_t* scratch_first;
+  double* scratch;             // [entries, scratch_len]
+  int64_t scratch_len, nseg, k;
+  int levels;
+};
+
+// Pass 1, one thread per (timestep n, column i): mean[n, i].
+__global__ void segment_mean_kernel(SegmentArgs a, double* mean) {
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= a.nseg * a.k) return;
+  const int64_t n = id / a.k, i = id % a.k, cnt = a.count[n];
+  if (cnt == 0) return;  // stays 0
+  double* scratch = a.scratch + i * a.scratch_len + a.scratch_first[n];
+  mean[id] = segment_tree_sum(SegmentColumn{a.x + a.first[n] * a.k, a.k, i}, cnt, a.levels, scratch) / double(cnt);
+}
+
+// Pass 2, one thread per (timestep n, i, j): comoment[n, i, j].
+__global__ void segment_comoment_kernel(SegmentArgs a, const double* mean, double* com) {
+  const int64_t kk = a.k * a.k;
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= a.nseg * kk) return;
+  const int64_t n = id / kk, i = (id % kk) / a.k, j = id % a.k, cnt = a.count[n];
+  if (cnt == 0) return;
+  double* scratch = a.scratch + (i * a.k + j) * a.scratch_len + a.scratch_first[n];
+  com[id] = segment_tree_sum(SegmentProduct{a.x + a.first[n] * a.k, mean + n * a.k, a.k, i, j}, cnt, a.levels,
+                             scratch);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_moments_cuda(const at::Tensor& stats, const at::Tensor& timesteps,
+                                                                    int64_t num_steps) {
+  if (!stats.is_cuda()) {  // CPU stats with CUDA timesteps: the reference computes on stats' device
+    static const auto op = c10::Dispatcher::singleton()
+        .findSchemaOrThrow("tigercore::segment_moments", "")
+        .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t)>();
+    return op.call(stats, timesteps.to(stats.device()), num_steps);
+  }
+  const c10::cuda::CUDAGuard guard(stats.device());
+  const SegmentPlan p = plan_segments(stats, timesteps, num_steps);
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const at::TensorOptions f64 = stats.options().dtype(at::kDouble);
+  at::Tensor mean = at::zeros({p.nseg, p.k}, f64), com = at::zeros({p.nseg, p.k, p.k}, f64);
+  at::Tensor scratch = at::empty({std::max<int64_t>(1, p.k * p.k * p.scratch_len)}, f64);
+  const SegmentArgs a{p.x.const_data_ptr<double>(), p.first.const_data_ptr<int64_t>(), p.count.const_data_ptr<int64_t>(),
+                      p.scratch_first.const_data_ptr<int64_t>(), scratch.mutable_data_ptr<double>(), p.scratch_len,
+                      p.nseg, p.k, p.levels};
+  if (p.nseg * p.k > 0) {
+    segment_mean_kernel<<<blocks_for(p.nseg * p.k), kThreads, 0, stream>>>(a, mean.mutable_data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    segment_comoment_kernel<<<blocks_for(p.nseg * p.k * p.k), kThreads, 0, stream>>>(
+        a, mean.const_data_ptr<double>(), com.mutable_data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {p.count.to(at::kDouble), mean, com};
+}
+
+// ---- minplus_dp --------------------------------------------------------------------------------
+
+// Row k, one thread per t in [lo + 1, N]: candidates s = lo .. t-1 in order ([note: first argmin]);
+// F[s, t] is read by consecutive threads at consecutive addresses. A NaN candidate (+inf + -inf)
+// sets *nan_flag, which the host turns into the reference's ValueError.
+__global__ void minplus_row_kernel(MinplusCall c, int64_t k, int* nan_flag) {
+  const int64_t lo = minplus_lo(c, k);
+  const int64_t t = lo + 1 + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= c.P) return;
+  const double* prev = c.C + (k - 1) * c.P;
+  double best = __longlong_as_double(0x7FF0000000000000ll);  // +inf
+  int64_t arg = -1;
+  bool bad = false;
+  for (int64_t s = lo; s < t; ++s) {
+    const double cand = prev[s] + c.F[s * c.P + t];
+    bad = bad || cand != cand;
+    minplus_relax(cand, s, best, arg);
+  }
+  c.C[k * c.P + t] = best;
+  c.D[k * c.P + t] = minplus_arg(best, arg);
+  if (bad) atomicOr(nan_flag, 1);  // an integer flag: order-independent
+}
+
+std::tuple<at::Tensor, at::Tensor> minplus_dp_cuda(const at::Tensor& F_in, int64_t K, int64_t start) {
+  const c10::cuda::CUDAGuard guard(F_in.device());
+  const at::Tensor F = prepare_minplus(F_in, K, start);
+  auto [C, D] = minplus_outputs(F, K, start);
+  const MinplusCall c = minplus_call(F, C, D, K, start);
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  at::Tensor nan_flag = at::zeros({1}, F.options().dtype(at::kInt));
+  for (int64_t k = 2; k <= K && minplus_lo(c, k) + 1 < c.P; ++k) {
+    minplus_row_kernel<<<blocks_for(c.P - 1 - minplus_lo(c, k)), kThreads, 0, stream>>>(c, k, nan_flag.mutable_data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  TORCH_CHECK_VALUE(nan_flag.item<int>() == 0, "tigercore::minplus_dp: F is NaN for a candidate (+inf + -inf)");
+  return {C, D};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tigercore, CUDA, m) {
+  m.impl("eps_stats", &eps_stats_cuda);
+  m.impl("segment_moments", &segment_moments_cuda);
+  m.impl("minplus_dp", &minplus_dp_cuda);
+}
+
+}  // namespace cuda
+}  // namespace tigercore
