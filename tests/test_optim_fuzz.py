@@ -10,9 +10,8 @@ import pytest
 import torch
 
 import tigercore
-from tigercore.reference import optim as ref
 
-from _cases import SHAPES, clone_all, digest, make_tensors, run_case
+from _cases import SHAPES, clone_all, make_tensors, run_case
 from conftest import requires_native
 from tolerances import assert_bitwise_equal, assert_close_to_oracle
 

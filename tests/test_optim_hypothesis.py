@@ -1,7 +1,6 @@
 """Property-based: native == reference, bitwise, over dtypes x precision modes x shapes x
 hyperparameters x GradScaler x special values (hypothesis draws them; the examples are
 deterministic per run through hypothesis' database-free derandomised mode)."""
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

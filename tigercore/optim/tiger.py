@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from ._base import HALF, SignMomentumOptimizer, _as_float
+from ._base import SignMomentumOptimizer, _as_float
 
 CLASSES = ("K", "E", "V")
 

@@ -9,7 +9,6 @@ Spec: shared/spec/optimizers.md §1–§4.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
