@@ -26,9 +26,9 @@ def _ids(c):
     return f"{str(c[0])[6:]}-m{str(c[1])[6:]}-{c[2]}"
 
 
-def _compare_native_reference(algo, dtype, mom_dtype, precision, shapes, seed=0, n_steps=2, **kw):
+def _compare_native_reference(algo, dtype, mom_dtype, precision, shapes, seed=0, n_steps=2, _tensors=None, **kw):
     requires_native("lion_step_" if algo == "lion" else "tiger_step_")
-    tensors = make_tensors(shapes, dtype, mom_dtype, precision, seed)
+    tensors = _tensors if _tensors is not None else make_tensors(shapes, dtype, mom_dtype, precision, seed)
     nat = clone_all(*tensors)
     refl = clone_all(*tensors)
     run_case("native", algo, *nat, precision, n_steps=n_steps, **kw)
@@ -92,6 +92,30 @@ def test_results_independent_of_thread_count():
             torch.set_num_threads(old)
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cls", ["K", "E"])
+def test_guard_across_tasks_and_batches_matches_reference(cls, threads):
+    """[note: one region, dynamic tasks]: a non-finite value in the last chunk of a tensor that
+    spans many check tasks, in the first chunk of another, and in a small tensor that shares its
+    batch with clean ones: exactly those tensors shrink, on every thread count."""
+    shapes = [(2, 1100000), (257, 4099), (3, 5), (64, 64), (1500, 300), (9,)]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tensors = make_tensors(shapes, torch.float32, torch.float32, "none", seed=21)
+        grads = tensors[1]
+        grads[0].view(-1)[-1] = float("nan")
+        grads[1].view(-1)[3] = float("inf")
+        grads[3].view(-1)[17] = -float("inf")
+        _, nat = _compare_native_reference(f"tiger{cls}", torch.float32, torch.float32, "none", [], n_steps=1,
+                                           _tensors=tensors)
+    finally:
+        torch.set_num_threads(old)
+    for i in range(len(shapes)):  # spec §2.6: a guarded tensor keeps m; the others update it
+        kept = torch.equal(nat[2][i], tensors[2][i])
+        assert kept == (i in (0, 1, 3)), f"tensor {i}: momentum kept = {kept}"
 
 
 _ISA_SCRIPT = r"""

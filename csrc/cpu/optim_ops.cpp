@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernel_table.h"
+#include "step_tasks.h"
 #include "../step_common.h"
 
 namespace tigercore {
@@ -34,15 +35,18 @@ constexpr int64_t kChunk = int64_t(1) << 13;
 //      tensor's version counter and data pointer are unchanged, i.e. nothing wrote to it through
 //      autograd-visible in-place ops since; otherwise they are recomputed. (Writes through
 //      `.data` bypass the version counter: call Tiger.invalidate_rms_cache() after them.)
-//  (c) The guard's check reads the gradient once more. Tensors are processed in batches of about
-//      kBatch elements, check then update, so that for all but the largest tensors the second
-//      read of the gradient comes from cache, not from memory.
+//  (c) The guard's check reads the gradient once more, in batches of about kBatch elements of
+//      consecutive tensors, check then update ([note: one region, dynamic tasks], step_tasks.h),
+//      so that the second read comes from cache when a batch fits in it. A tensor is never
+//      split: its whole gradient must be known finite before any of it is written, and exact
+//      undo of a partial update would need a copy of m and theta. So a tensor larger than the
+//      cache pays one extra read of its gradient from memory: +4 B on Lion's 20 B per element
+//      (fp32), +2 B on 22 B (bf16 + fp32 master). On this project's 2-core EPYC (1 MB L2 per
+//      core) that is every GPT-2 weight matrix; measured in the issue-3 closing note.
 constexpr int64_t kBatch = int64_t(1) << 20;
 
-struct WorkItem {
-  int32_t tensor;
-  int64_t begin, end;
-};
+// Work below this many elements runs on the calling thread: a parallel region costs more.
+constexpr int64_t kParallelWork = int64_t(1) << 16;
 
 int64_t chunk_len(const SignStepTensor& t, const SignStepCall& c) {
   if (c.algo == Algo::kTiger && c.tiger_class == TigerClass::kE && t.row_len > 0)
@@ -50,17 +54,11 @@ int64_t chunk_len(const SignStepTensor& t, const SignStepCall& c) {
   return kChunk;
 }
 
-std::vector<WorkItem> make_chunks(const std::vector<SignStepCall>& calls,
-                                  const std::vector<SignStepTensor>& tensors, size_t first, size_t last,
-                                  const std::vector<char>& active) {
-  std::vector<WorkItem> items;
-  for (size_t t = first; t < last; ++t) {
-    if (!active[t]) continue;
-    const int64_t len = chunk_len(tensors[t], calls[t]);
-    for (int64_t b = 0; b < tensors[t].numel; b += len)
-      items.push_back({int32_t(t), b, std::min(tensors[t].numel, b + len)});
-  }
-  return items;
+// Calls f(begin, end) for the chunks of tensor t ([note: fixed chunking]), in order.
+template <typename F>
+void for_each_chunk(const SignStepCall& c, const SignStepTensor& t, const F& f) {
+  const int64_t len = chunk_len(t, c);
+  for (int64_t b = 0; b < t.numel; b += len) f(b, std::min(t.numel, b + len));
 }
 
 const void* rms_source(const SignStepCall& c, const SignStepTensor& t) {
@@ -70,65 +68,30 @@ DType rms_dtype(const SignStepCall& c) {
   return c.precision == Precision::kMaster ? DType::kFloat32 : c.param_dtype;
 }
 
-// Sums of squares of the tensors' working copies: one per tensor (K) or per row (E), written into
-// sums[t] (resized by the caller). Chunk partials are added in chunk order.
+// Sums of squares of the working copies of the tensors with fresh[t] set: one per tensor (K) or
+// per row (E), written into sums[t] (sized by the caller). Chunk partials are added in chunk order.
 void sum_squares_into(const std::vector<SignStepCall>& calls, const std::vector<SignStepTensor>& tensors,
-                      const std::vector<WorkItem>& items, std::vector<std::vector<double>>& sums) {
+                      const std::vector<char>& fresh, std::vector<std::vector<double>>& sums) {
   const KernelTable& k = active_kernels();
-  std::vector<double> partial(items.size(), 0.0);
-  at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t w = b; w < e; ++w) {
-      const WorkItem& it = items[w];
-      const SignStepCall& c = calls[it.tensor];
-      const SignStepTensor& t = tensors[it.tensor];
-      if (c.tiger_class == TigerClass::kE) {
-        for (int64_t r = it.begin / t.row_len; r < it.end / t.row_len; ++r)
-          sums[it.tensor][r] = k.sum_squares(rms_dtype(c), rms_source(c, t), r * t.row_len, (r + 1) * t.row_len);
-      } else {
-        partial[w] = k.sum_squares(rms_dtype(c), rms_source(c, t), it.begin, it.end);
-      }
+  StepTaskList list;
+  list.begin_batch();
+  for (size_t t = 0; t < tensors.size(); ++t)
+    if (fresh[t]) for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(int32_t(t), b, e); });
+  std::vector<double> partial(size_t(list.size()), 0.0);
+  list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t i, const StepTask& task) {
+    const SignStepCall& c = calls[task.tensor];
+    const SignStepTensor& t = tensors[task.tensor];
+    if (c.tiger_class == TigerClass::kE) {
+      for (int64_t r = task.begin / t.row_len; r < task.end / t.row_len; ++r)
+        sums[task.tensor][r] = k.sum_squares(rms_dtype(c), rms_source(c, t), r * t.row_len, (r + 1) * t.row_len);
+    } else {
+      partial[i] = k.sum_squares(rms_dtype(c), rms_source(c, t), task.begin, task.end);
     }
   });
-  for (size_t w = 0; w < items.size(); ++w)
-    if (calls[items[w].tensor].tiger_class != TigerClass::kE) sums[items[w].tensor][0] += partial[w];
-}
-
-// The update pass. For the tensors with want_sumsq (Tiger K/E whose sums are carried) the kernel
-// also returns the sums of squares of the new working values, computed in the update loop itself.
-void run_update(const std::vector<SignStepCall>& calls, const std::vector<SignStepTensor>& tensors,
-                const std::vector<WorkItem>& items, std::vector<std::vector<double>>& new_sums) {
-  const KernelTable& k = active_kernels();
-  std::vector<double> partial(items.size(), 0.0);
-  at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t w = b; w < e; ++w) {
-      const WorkItem& it = items[w];
-      const SignStepCall& c = calls[it.tensor];
-      const SignStepTensor& t = tensors[it.tensor];
-      const bool rows = t.want_sumsq && c.tiger_class == TigerClass::kE;
-      partial[w] = k.sign_step(c, t, it.begin, it.end, rows ? new_sums[it.tensor].data() : nullptr);
-    }
-  });
-  for (size_t w = 0; w < items.size(); ++w) {
-    const int32_t t = items[w].tensor;
-    if (tensors[t].want_sumsq && calls[t].tiger_class != TigerClass::kE) new_sums[t][0] += partial[w];
+  for (int64_t i = 0; i < list.size(); ++i) {
+    const StepTask& task = list.tasks()[size_t(i)];
+    if (calls[task.tensor].tiger_class != TigerClass::kE) sums[task.tensor][0] += partial[i];
   }
-}
-
-// Tiger's guard: does tensor t's (unscaled) gradient hold a NaN or Inf?
-void nonfinite_flags(const std::vector<SignStepCall>& calls, std::vector<SignStepTensor>& tensors,
-                     const std::vector<WorkItem>& items) {
-  const KernelTable& k = active_kernels();
-  std::vector<char> item_ok(items.size(), 1);
-  at::parallel_for(0, int64_t(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t w = b; w < e; ++w) {
-      const WorkItem& it = items[w];
-      const SignStepCall& c = calls[it.tensor];
-      item_ok[w] = k.all_finite(c.param_dtype, tensors[it.tensor].grad, it.begin, it.end,
-                                c.has_grad_scale, c.grad_scale);
-    }
-  });
-  for (size_t w = 0; w < items.size(); ++w)
-    if (!item_ok[w]) tensors[items[w].tensor].shrink = true;
 }
 
 // ---- the carried sums of squares ------------------------------------------------------------
@@ -186,10 +149,16 @@ void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
   std::vector<SignStepTensor> tensors;
   describe_tensors(in, mode, base, calls, tensors);
   for (auto& t : tensors) t.eta = lr;
-  const std::vector<char> all(tensors.size(), 1);
-  std::vector<std::vector<double>> unused(tensors.size());
-  run_update(calls, tensors, make_chunks(calls, tensors, 0, tensors.size(), all), unused);
+  const KernelTable& k = active_kernels();
+  StepTaskList list;  // [note: one region, dynamic tasks]: one batch, no checks
+  list.begin_batch();
+  for (size_t t = 0; t < tensors.size(); ++t)
+    for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(int32_t(t), b, e); });
+  list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t, const StepTask& task) {
+    k.sign_step(calls[task.tensor], tensors[task.tensor], task.begin, task.end, nullptr);
+  });
   for (const at::Tensor& s : steps) s.data_ptr<int64_t>()[0] += 1;
+  const std::vector<char> all(tensors.size(), 1);
   bump_versions(in, /*params_written=*/all);
 }
 
@@ -227,61 +196,89 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   describe_tensors(in, mode, base, calls, tensors);
   const size_t n = tensors.size();
   const bool needs_rms = cls != TigerClass::kV;
-  std::vector<std::vector<double>> sums(n), new_sums(n);
-  std::vector<char> written(n, 0), resum(n, 0);
+  const bool carry = needs_rms && !rms_cache.empty();  // sums of the new values are carried
   for (size_t i = 0; i < n; ++i) tensors[i].update = tiger_is_update_step(tensors[i].step, grad_accum_steps);
 
-  // Batches of consecutive tensors: check, then update, while the gradients are in cache. With
-  // the guard off there is nothing to re-read, and one batch (one parallel pass) does it all.
-  size_t first = 0;
-  while (first < n) {
-    size_t last = first;
+  // RMS inputs: the carried sums while valid, else a fresh pass (first step, or after a write
+  // from outside; [note: Tiger without an extra pass]). Which tensors the guard will stop is not
+  // known yet; their step sizes are computed and not used.
+  std::vector<std::vector<double>> sums(n), new_sums(n);
+  std::vector<char> fresh(n, 0);
+  bool any_fresh = false;
+  for (size_t i = 0; i < n && needs_rms; ++i) {
+    const int64_t rows = rows_of(tensors[i]);
+    if (carry) new_sums[i].assign(size_t(rows), 0.0);
+    if (!tensors[i].update) continue;
+    const at::Tensor& src = rms_tensor(in, calls[i], i);
+    if (carry && cache_valid(rms_cache[i], src, rows)) {
+      const double* d = rms_cache[i].data_ptr<double>();
+      sums[i].assign(d, d + rows);
+    } else {
+      sums[i].assign(size_t(rows), 0.0);
+      fresh[i] = 1;
+      any_fresh = true;
+    }
+  }
+  if (any_fresh) sum_squares_into(calls, tensors, fresh, sums);
+  for (size_t i = 0; i < n; ++i) {
+    SignStepTensor& t = tensors[i];
+    if (!t.update) continue;
+    if (cls == TigerClass::kV) {
+      t.eta = 0.5 * lr;
+    } else if (cls == TigerClass::kK) {
+      t.eta = tiger_eta_from_sumsq(lr, sums[i].empty() ? 0.0 : sums[i][0], t.numel, rms_floor);
+    } else {
+      for (double& v : sums[i]) v = tiger_eta_from_sumsq(lr, v, t.row_len, rms_floor);
+      t.eta_rows = sums[i].data();
+    }
+  }
+
+  // The tasks ([note: one region, dynamic tasks]): with the guard, batches of consecutive tensors
+  // of about kBatch elements, checks first; without it, one batch of updates.
+  StepTaskList list;
+  for (size_t first = 0, last = 0; first < n; first = last) {
     int64_t elems = 0;
     while (last < n && (elems < kBatch || !nonfinite_guard)) elems += tensors[last++].numel;
-    const std::vector<char> all(n, 1);
-    if (nonfinite_guard) nonfinite_flags(calls, tensors, make_chunks(calls, tensors, first, last, all));
-
-    std::vector<char> fresh(n, 0);
-    bool any_fresh = false;
-    for (size_t i = first; i < last; ++i) {
-      SignStepTensor& t = tensors[i];
-      written[i] = t.update || t.shrink;
-      if (!needs_rms) continue;
-      const int64_t rows = rows_of(t);
-      resum[i] = written[i] && !rms_cache.empty();
-      t.want_sumsq = resum[i];
-      if (resum[i]) new_sums[i].assign(size_t(rows), 0.0);
-      if (!t.update || t.shrink) continue;
-      const at::Tensor& src = rms_tensor(in, calls[i], i);
-      if (!rms_cache.empty() && cache_valid(rms_cache[i], src, rows)) {
-        const double* d = rms_cache[i].data_ptr<double>();
-        sums[i].assign(d, d + rows);
-      } else {
-        sums[i].assign(size_t(rows), 0.0);
-        fresh[i] = 1;
-        any_fresh = true;
-      }
-    }
-    if (any_fresh) sum_squares_into(calls, tensors, make_chunks(calls, tensors, first, last, fresh), sums);
-    for (size_t i = first; i < last; ++i) {
-      SignStepTensor& t = tensors[i];
-      if (!t.update || t.shrink) continue;
-      if (cls == TigerClass::kV) {
-        t.eta = 0.5 * lr;
-      } else if (cls == TigerClass::kK) {
-        t.eta = tiger_eta_from_sumsq(lr, sums[i].empty() ? 0.0 : sums[i][0], t.numel, rms_floor);
-      } else {
-        for (double& v : sums[i]) v = tiger_eta_from_sumsq(lr, v, t.row_len, rms_floor);
-        t.eta_rows = sums[i].data();
-      }
-    }
-    run_update(calls, tensors, make_chunks(calls, tensors, first, last, all), new_sums);
-    first = last;
+    list.begin_batch();
+    for (size_t t = first; t < last && nonfinite_guard; ++t)
+      for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_check(int32_t(t), b, e); });
+    for (size_t t = first; t < last; ++t)
+      for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(int32_t(t), b, e); });
   }
+  const KernelTable& k = active_kernels();
+  std::unique_ptr<std::atomic<uint8_t>[]> nonfinite(new std::atomic<uint8_t>[n]);
+  for (size_t i = 0; i < n; ++i) nonfinite[i].store(0, std::memory_order_relaxed);
+  std::vector<double> partial(size_t(list.size()), 0.0);
+  list.run(kParallelWork,
+      [&](const StepTask& task) {
+        const SignStepCall& c = calls[task.tensor];
+        if (!k.all_finite(c.param_dtype, tensors[task.tensor].grad, task.begin, task.end, c.has_grad_scale,
+                          c.grad_scale))
+          nonfinite[task.tensor].store(1, std::memory_order_relaxed);
+      },
+      [&](int64_t i, const StepTask& task) {
+        SignStepTensor t = tensors[task.tensor];  // all checks of its batch are done (acquire)
+        t.shrink = nonfinite[task.tensor].load(std::memory_order_relaxed) != 0;
+        t.want_sumsq = carry && (t.update || t.shrink);
+        const bool rows = t.want_sumsq && cls == TigerClass::kE;
+        partial[size_t(i)] = k.sign_step(calls[task.tensor], t, task.begin, task.end,
+                                         rows ? new_sums[task.tensor].data() : nullptr);
+      });
+
+  std::vector<char> written(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    tensors[i].shrink = nonfinite[i].load(std::memory_order_relaxed) != 0;
+    written[i] = tensors[i].update || tensors[i].shrink;
+  }
+  if (carry && cls == TigerClass::kK)  // chunk partials in chunk order, as sum_squares_into adds them
+    for (int64_t i = 0; i < list.size(); ++i) {
+      const StepTask& task = list.tasks()[size_t(i)];
+      if (!task.check) new_sums[task.tensor][0] += partial[size_t(i)];
+    }
   for (const at::Tensor& s : steps) s.data_ptr<int64_t>()[0] += 1;
   bump_versions(in, written);
-  for (size_t i = 0; i < n && !rms_cache.empty(); ++i)
-    if (resum[i]) store_cache(rms_cache[i], rms_tensor(in, calls[i], i), new_sums[i]);
+  for (size_t i = 0; i < n && carry; ++i)
+    if (written[i]) store_cache(rms_cache[i], rms_tensor(in, calls[i], i), new_sums[i]);
 }
 
 }  // namespace

@@ -1,0 +1,124 @@
+// step_tasks.h — the one parallel region of a CPU Lion/Tiger step: an ordered task list (guard
+// checks and update chunks) handed out from a shared counter, with the check-before-update rule
+// of Tiger's guard kept without barriers. Used by optim_ops.cpp; results do not depend on which
+// thread runs a task (the reference is tigercore/reference/optim.py, which has no tasks at all).
+#pragma once
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <vector>
+
+namespace tigercore {
+namespace cpu {
+
+// [note: one region, dynamic tasks]
+// A step is a list of tasks in a fixed order: per batch of tensors, the guard's check tasks
+// (read-only: is this chunk of a gradient finite?) and then the update tasks of the same chunks.
+// All threads of ONE parallel region take tasks in list order from a shared counter, so
+//  - a thread whose core is busy (data-loader workers, a shared machine) takes fewer tasks instead
+//    of holding up the step: there are no static halves and no barriers between batches (the old
+//    design entered 2-3 parallel regions per batch; with one core stolen, every region's closing
+//    barrier waited for a time slice and a GPT-2 Tiger step became 6x slower);
+//  - the update of a batch may start only when all of its checks are done. Tasks are handed out
+//    in order, so when a thread takes the batch's first update task every check has been taken; a
+//    check still running elsewhere is simply run again by this thread (checks are idempotent and
+//    read-only), so nobody ever waits for another thread;
+//  - the check and update of a batch are close in time, so the second read of the gradient comes
+//    from cache for every batch that fits in it.
+// What a task computes depends only on the task, and partial sums are stored per task and added
+// up in task order afterwards, so results are the same for any thread count and interleaving.
+struct StepTask {
+  int32_t tensor;
+  int32_t batch;
+  int64_t begin, end;  // elements of the tensor
+  bool check;          // guard check (else: update)
+};
+
+class StepTaskList {
+ public:
+  void begin_batch() { check_start_.push_back(int64_t(tasks_.size())), check_end_.push_back(-1); }
+  void add_check(int32_t tensor, int64_t b, int64_t e) { push(tensor, b, e, true); }
+  void add_update(int32_t tensor, int64_t b, int64_t e) {
+    if (check_end_.back() < 0) check_end_.back() = int64_t(tasks_.size());
+    push(tensor, b, e, false);
+  }
+  const std::vector<StepTask>& tasks() const { return tasks_; }
+  int64_t size() const { return int64_t(tasks_.size()); }
+  int64_t elements() const { return elements_; }
+
+  // Runs check(task) for every check task and update(index, task) for every update task, the
+  // latter only after all checks of its batch have completed (on some thread).
+  template <typename Check, typename Update>
+  void run(int64_t parallel_threshold, const Check& check, const Update& update) const {
+    const int64_t n = size();
+    if (n == 0) return;
+    std::unique_ptr<std::atomic<uint8_t>[]> done(new std::atomic<uint8_t>[size_t(n)]);
+    for (int64_t i = 0; i < n; ++i) done[i].store(0, std::memory_order_relaxed);
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+      int32_t verified = -1;  // the batch whose checks this thread has seen complete
+      int64_t i = 0, mine_end = 0;
+      for (;;) {
+        if (i >= mine_end && !grab(next, i, mine_end)) break;
+        const int64_t cur = i++;
+        const StepTask& t = tasks_[size_t(cur)];
+        if (t.check) {
+          check(t);
+          done[cur].store(1, std::memory_order_release);
+          continue;
+        }
+        if (t.batch != verified) {
+          const int64_t cb = check_start_[size_t(t.batch)];
+          const int64_t ce = check_end_[size_t(t.batch)] < 0 ? cb : check_end_[size_t(t.batch)];
+          for (int64_t j = cb; j < ce; ++j) {
+            if (done[j].load(std::memory_order_acquire)) continue;
+            check(tasks_[size_t(j)]);  // still running on another thread: do it here as well
+            done[j].store(1, std::memory_order_release);
+          }
+          verified = t.batch;
+        }
+        update(cur, t);
+      }
+    };
+    const int64_t threads = std::min<int64_t>(at::get_num_threads(), n);
+    if (threads <= 1 || elements_ < parallel_threshold || at::in_parallel_region()) {
+      worker();
+    } else {
+      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { worker(); });
+    }
+  }
+
+ private:
+  // Takes the next run of tasks [i, end): up to kGrabUpdates consecutive update tasks (long
+  // streams for the prefetchers) or kGrabChecks check tasks (a check another thread finds still
+  // running is redone, so those runs stay short), never past the end of its batch's checks or
+  // updates. False when no task is left.
+  static constexpr int64_t kGrabUpdates = 16, kGrabChecks = 4;
+  bool grab(std::atomic<int64_t>& next, int64_t& i, int64_t& end) const {
+    const int64_t n = size();
+    int64_t b = next.load(std::memory_order_relaxed), e;
+    do {
+      if (b >= n) return false;
+      const StepTask& t = tasks_[size_t(b)];
+      const size_t bt = size_t(t.batch);
+      const int64_t batch_end = bt + 1 < check_start_.size() ? check_start_[bt + 1] : n;
+      const int64_t seg_end = t.check && check_end_[bt] >= 0 ? check_end_[bt] : batch_end;
+      e = std::min(seg_end, b + (t.check ? kGrabChecks : kGrabUpdates));
+    } while (!next.compare_exchange_weak(b, e, std::memory_order_relaxed));
+    i = b;
+    end = e;
+    return true;
+  }
+  void push(int32_t tensor, int64_t b, int64_t e, bool check) {
+    tasks_.push_back({tensor, int32_t(check_start_.size()) - 1, b, e, check});
+    if (!check) elements_ += e - b;
+  }
+  std::vector<StepTask> tasks_;
+  std::vector<int64_t> check_start_, check_end_;  // per batch: its check tasks [start, end)
+  int64_t elements_ = 0;
+};
+
+}  // namespace cpu
+}  // namespace tigercore
