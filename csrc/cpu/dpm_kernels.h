@@ -249,24 +249,21 @@ struct EpsTile {
 #endif
 
 // [note: eps_stats prefetch]
-// A tile is read as eight short streams (stride T/8), an order hardware prefetchers follow poorly.
-// So each work item first touches every cache line of its own tile in address order (prefetcht0
-// into L1, just before the eight streams read them; sequential requests also keep the hardware
-// stream prefetchers running ahead) and asks for the tile kPrefetchTiles items ahead into L2
-// (prefetcht1). Measured alternatives, bf16, one thread: prefetching the next tiles into L1
-// instead halves the throughput with eps (the requests of two whole tiles occupy the miss
-// buffers), no software prefetch reaches ~0.35 of read bandwidth. The prefetches are asm
-// statements: GCC 12 at -O3 deleted the previous __builtin_prefetch loop of this file as free of
-// side effects (it compiled to no prefetch instruction at all).
-constexpr int64_t kPrefetchTiles = 2;
-
-template <int kLevel>
+// A tile is read as eight short streams (stride T/8), an order hardware prefetchers follow
+// poorly. So each work item first touches every cache line of its own tile in address order
+// (prefetcht0, just before the eight streams read them): the misses are requested together and
+// in sequence, which also keeps the hardware stream prefetchers running ahead of the tiles.
+// Measured alternatives, bf16, one thread: no software prefetch ~0.35 of read bandwidth;
+// prefetching the next tiles into L1 instead halves the throughput with eps (two inputs' whole
+// tiles occupy the miss buffers); adding the tile 2, 4, 8 or 16 items ahead into L2
+// (prefetcht1) was no better than this alone. The prefetch is an asm statement: GCC 12 at -O3
+// deleted the previous __builtin_prefetch loop of this file as free of side effects (it compiled
+// to no prefetch instruction at all).
 TC_FORCEINLINE void prefetch_line(const char* p) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (kLevel == 0) asm volatile("prefetcht0 %0" : : "m"(*p));
-  else asm volatile("prefetcht1 %0" : : "m"(*p));
+  asm volatile("prefetcht0 %0" : : "m"(*p));
 #else
-  __builtin_prefetch(p, 0, kLevel == 0 ? 3 : 2);
+  __builtin_prefetch(p);
 #endif
 }
 
@@ -274,22 +271,15 @@ template <typename S, bool kEps, bool kX0>
 void eps_tiles(const EpsStatsCall& a, int64_t w_begin, int64_t w_end, double* partials) {
   const auto offset = [&](int64_t w) { return w / a.ntiles * a.d + w % a.ntiles * a.tile; };
   const auto length = [&](int64_t w) { return std::min(a.tile, a.d - w % a.ntiles * a.tile); };
-  const int64_t items = a.rows * a.ntiles;
   const char* bases[4] = {static_cast<const char*>(a.eps_pred), static_cast<const char*>(a.eps),
                           static_cast<const char*>(a.x0), static_cast<const char*>(a.x0_pred)};
   constexpr int kInputs = 1 + (kEps ? 1 : 0);
-  const auto fetch = [&](auto level, int64_t w) {
-    if (w >= items) return;
-    const int64_t off = offset(w) * int64_t(sizeof(S)), bytes = length(w) * int64_t(sizeof(S));
-    for (int k = 0; k < kInputs + (kX0 ? 2 : 0); ++k) {
-      const char* p = bases[k < kInputs ? k : k - kInputs + 2] + off;
-      for (int64_t b = 0; b < bytes; b += 64) prefetch_line<decltype(level)::value>(p + b);
-    }
-  };
   for (int64_t w = w_begin; w < w_end; ++w) {
-    fetch(std::integral_constant<int, 1>{}, w + kPrefetchTiles);
-    fetch(std::integral_constant<int, 0>{}, w);
     const int64_t off = offset(w), len = length(w);
+    for (int k = 0; k < kInputs + (kX0 ? 2 : 0); ++k) {
+      const char* p = bases[k < kInputs ? k : k - kInputs + 2] + off * int64_t(sizeof(S));
+      for (int64_t b = 0; b < len * int64_t(sizeof(S)); b += 64) prefetch_line(p + b);
+    }
     const S* eh = static_cast<const S*>(a.eps_pred) + off;
     const S* e = kEps ? static_cast<const S*>(a.eps) + off : nullptr;
     const S* x = kX0 ? static_cast<const S*>(a.x0) + off : nullptr;
