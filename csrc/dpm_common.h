@@ -36,8 +36,10 @@ struct EpsStatsPlan {
 
 // [note: eps_stats dtypes]
 // The kernels read one storage type. Mixed inputs (e.g. a bf16 eps_pred with fp32 eps) are first
-// converted to float32, or to float64 if one of them is float64; both conversions are exact, so
-// the result is the one the reference (which upcasts every element to float64) computes.
+// converted to float32, or to float64 if one of them is float64; both conversions are exact, and
+// the storage type then implies the reference's compute type (float64 iff some input is float64,
+// else float32; eps_stats_compute_dtype there, eps_compute_double here), so the result is the
+// reference's.
 inline EpsStatsPlan prepare_eps_stats(const at::Tensor& eps_pred, const std::optional<at::Tensor>& eps,
                                       const std::optional<at::Tensor>& x0,
                                       const std::optional<at::Tensor>& x0_pred) {

@@ -48,10 +48,21 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   const EpsStatsCall& c = p.call;
   if (c.rows == 0) return p.out;
   const int64_t items = c.rows * c.ntiles;
-  std::vector<double> partials(size_t(items * kStatCols));
+  // [note: eps_stats partials buffer] The tile partials (0.5 MB for 4096 x 3072 or 64 x 196608)
+  // live in a per-thread buffer kept across calls. A fresh buffer of that size is a fresh mmap
+  // here, and its pages fault in while the tile loop writes them: measured with the same loops
+  // on a fresh mmap per call, 1.3-1.5 ms instead of 0.85 ms for 4096 x 3072 bf16 (a third of the
+  // time). Buffers above 16 MB are not kept. Only the entries of the call's columns are written,
+  // and only those are read.
+  const size_t n_partials = size_t(items * kStatCols);
+  thread_local std::vector<double> kept;
+  std::vector<double> fresh;
+  std::vector<double>& buffer = n_partials <= (size_t(16) << 20) / sizeof(double) ? kept : fresh;
+  if (buffer.size() < n_partials) buffer.resize(n_partials);
+  double* partials = buffer.data();
   const DpmKernelTable& kt = active_dpm_kernels();
   const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / c.tile);  // 16 K elements a chunk
-  parallel_chunks(items, chunk, c.rows * c.d, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials.data()); });
+  parallel_chunks(items, chunk, c.rows * c.d, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials); });
   // Second level of the tree: the tile partials of a row, zero-padded to a power of two.
   const int64_t width = pow2_at_least(c.ntiles);
   double* out = p.out.mutable_data_ptr<double>();

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 
 #include <immintrin.h>  // the conversion intrinsics of [note: upcast loads] (dpm_kernels.h)
 #if defined(__clang__)

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #define TC_ISA generic
 #define TC_VEC_BYTES 16

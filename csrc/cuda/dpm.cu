@@ -1,7 +1,8 @@
 // dpm.cu — CUDA entry points of tigercore::eps_stats, segment_moments and minplus_dp (spec
-// analytic_dpm.md §9). Thin by design: eps_stats is one block per (sample, tile) plus one thread
-// per (sample, column) for the tile partials, segment_moments one thread per (timestep, entry),
-// minplus_dp one launch per row k with a thread per t. No floating-point atomics; every tree and
+// analytic_dpm.md §9). Thin by design: eps_stats is one block per (sample, tile), summing in fp32
+// (fp64 for fp64 inputs), plus one thread per (sample, column) for the fp64 tile partials,
+// segment_moments one thread per (timestep, entry), minplus_dp one launch per row k with a thread
+// per t. No floating-point atomics; every tree and
 // the argmin are tigercore/dpm_math.h, shared with the CPU, so the results equal the reference
 // (tigercore/reference/dpm.py) and the CPU kernels bitwise. Checks: csrc/dpm_common.h.
 #include <ATen/ATen.h>
@@ -11,6 +12,7 @@
 #include <torch/library.h>
 
 #include <climits>
+#include <type_traits>
 
 #include "../dpm_common.h"
 
@@ -21,46 +23,54 @@ namespace {
 using namespace ::tigercore::dpm;
 
 constexpr int kThreads = 256;  // eps_stats: 1024-element tiles, four leaves a thread
+constexpr int kWarp = 32;
 
 unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
 
 // ---- eps_stats ---------------------------------------------------------------------------------
 
+// The terms of one element in the compute type C ([note: reference trees]: float, or double for
+// fp64 storage).
+template <typename C>
 struct Terms {
-  double v[kStatCols];
+  C v[kStatCols];
 };
 
-template <typename S, bool kEps, bool kX0>
-__device__ Terms leaf(const S* eh, const S* e, const S* x, const S* xh, int64_t i, int64_t len) {
-  Terms t{};
-  if (i >= len) return t;  // products past the row's end are +0.0, as the reference pads them
-  const double h = load_f64(eh, i);
+template <typename C, typename S, bool kEps, bool kX0>
+__device__ Terms<C> leaf(const S* eh, const S* e, const S* x, const S* xh, int64_t i, int64_t len) {
+  Terms<C> t{};
+  if (i >= len) return t;  // terms past the row's end are +0.0, as the reference pads them
+  const C h = load_as<C>(eh, i);
   t.v[kY] = sq(h);
   if constexpr (kEps) {
-    const double g = load_f64(e, i);
+    const C g = load_as<C>(e, i);
     t.v[kC] = sq(g);
     t.v[kU] = u_term(g, h);
     t.v[kZ] = z_term(g, h);
   }
-  if constexpr (kX0) t.v[kW] = z_term(load_f64(x, i), load_f64(xh, i));
+  if constexpr (kX0) t.v[kW] = z_term(load_as<C>(x, i), load_as<C>(xh, i));
   return t;
 }
 
-__device__ Terms add(const Terms& a, const Terms& b) {
-  Terms r;
+template <typename C>
+__device__ Terms<C> add(const Terms<C>& a, const Terms<C>& b) {
+  Terms<C> r;
   for (int col = 0; col < kStatCols; ++col) r.v[col] = a.v[col] + b.v[col];
   return r;
 }
 
 // [note: CUDA tile tree]
-// Block (row, tile) reduces a tile of T = min(1024, pow2(d)) products by the reference's halving
-// tree ([note: reference trees]): thread j first combines its leaves j + 256q (the tree's levels
-// with partner distance >= 256), then the block halves the 256 (or T) values in shared memory.
-// CUB's BlockReduce would be as deterministic, but its tree differs from the reference's, so CPU
-// and CUDA would only agree to rounding; this one agrees bitwise.
-template <typename S, bool kEps, bool kX0>
+// Block (row, tile) reduces a tile of T = min(1024, pow2(d)) terms by the reference's halving
+// tree in the compute type C ([note: reference trees]; --fmad=false keeps every product and sum
+// separately rounded): thread j first combines its leaves j + 256q (the tree's levels with
+// partner distance >= 256), the block halves the 256 (or T) values in shared memory down to 32,
+// and warp 0 finishes with shuffles (lane j adds lane j + h for h = 16, ..., 1: the same
+// pairs). The tile partial is converted to double (exact) for eps_rows_kernel. CUB's BlockReduce
+// would be as deterministic, but its tree differs from the reference's, so CPU and CUDA would
+// only agree to rounding; this one agrees bitwise.
+template <typename C, typename S, bool kEps, bool kX0>
 __global__ void eps_tiles_kernel(EpsStatsCall c, double* partials, int64_t width) {
-  __shared__ double sh[kStatCols][kThreads];
+  __shared__ C sh[kStatCols][kThreads];
   const int64_t row = blockIdx.x / c.ntiles, tile = blockIdx.x % c.ntiles;
   const int64_t off = row * c.d + tile * c.tile;
   const int64_t len = c.d - tile * c.tile < c.tile ? c.d - tile * c.tile : c.tile;
@@ -69,22 +79,28 @@ __global__ void eps_tiles_kernel(EpsStatsCall c, double* partials, int64_t width
   const S* x = kX0 ? static_cast<const S*>(c.x0) + off : nullptr;
   const S* xh = kX0 ? static_cast<const S*>(c.x0_pred) + off : nullptr;
   const int j = threadIdx.x;
-  const int64_t lanes = c.tile < kThreads ? c.tile : kThreads;
-  Terms t{};
+  const int lanes = c.tile < kThreads ? int(c.tile) : kThreads;
+  Terms<C> t{};
   if (j < lanes) {
-    const auto at = [&](int64_t i) { return leaf<S, kEps, kX0>(eh, e, x, xh, i, len); };
+    const auto at = [&](int64_t i) { return leaf<C, S, kEps, kX0>(eh, e, x, xh, i, len); };
     if (c.tile <= kThreads) t = at(j);
     else if (c.tile == 2 * kThreads) t = add(at(j), at(j + kThreads));
     else t = add(add(at(j), at(j + 2 * kThreads)), add(at(j + kThreads), at(j + 3 * kThreads)));
   }
   for (int col = 0; col < kStatCols; ++col) sh[col][j] = t.v[col];
   __syncthreads();
-  for (int64_t h = lanes / 2; h > 0; h /= 2) {
+  for (int h = lanes / 2; h >= kWarp; h /= 2) {
     if (j < h)
       for (int col = 0; col < kStatCols; ++col) sh[col][j] = sh[col][j] + sh[col][j + h];
     __syncthreads();
   }
-  if (j < kStatCols) partials[(row * kStatCols + j) * width + tile] = sh[j][0];
+  if (j >= kWarp) return;
+  const int n = lanes < kWarp ? lanes : kWarp;  // values left, in sh[col][0, n)
+  for (int col = 0; col < kStatCols; ++col) {
+    C v = j < n ? sh[col][j] : C(0);
+    for (int h = n / 2; h > 0; h /= 2) v = v + __shfl_down_sync(0xffffffffu, v, h);
+    if (j == 0) partials[(row * kStatCols + col) * width + tile] = double(v);
+  }
 }
 
 // One thread per (row, column): the row's tile partials (zero-padded to width) halved, then / d.
@@ -98,12 +114,13 @@ __global__ void eps_rows_kernel(EpsStatsCall c, double* partials, int64_t width,
 
 template <typename S>
 void launch_eps_tiles(const EpsStatsCall& c, double* partials, int64_t width, cudaStream_t stream) {
+  using C = std::conditional_t<std::is_same_v<S, double>, double, float>;  // the compute type
   const unsigned grid = unsigned(c.rows * c.ntiles);
   const bool eps = c.eps != nullptr, x0 = c.x0 != nullptr;
-  if (eps && x0) eps_tiles_kernel<S, true, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
-  else if (eps) eps_tiles_kernel<S, true, false><<<grid, kThreads, 0, stream>>>(c, partials, width);
-  else if (x0) eps_tiles_kernel<S, false, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
-  else eps_tiles_kernel<S, false, false><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  if (eps && x0) eps_tiles_kernel<C, S, true, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  else if (eps) eps_tiles_kernel<C, S, true, false><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  else if (x0) eps_tiles_kernel<C, S, false, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
+  else eps_tiles_kernel<C, S, false, false><<<grid, kThreads, 0, stream>>>(c, partials, width);
 }
 
 at::Tensor eps_stats_cuda(const at::Tensor& eps_pred, const std::optional<at::Tensor>& eps,

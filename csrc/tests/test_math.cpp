@@ -764,15 +764,17 @@ static uint64_t bits_of(double x) {
   return u;
 }
 
-static double split_sum(const std::vector<double>& u, size_t lo, size_t n) {
+template <typename T>
+static T split_sum(const std::vector<T>& u, size_t lo, size_t n) {
   return n == 1 ? u[lo] : split_sum(u, lo, n / 2) + split_sum(u, lo + n / 2, n / 2);
 }
 
-static double halving_oracle(const std::vector<double>& a) {
+template <typename T>
+static T halving_oracle(const std::vector<T>& a) {
   const size_t n = a.size();
   int bits = 0;
   while ((size_t(1) << bits) < n) ++bits;
-  std::vector<double> u(n);
+  std::vector<T> u(n);
   for (size_t m = 0; m < n; ++m) {
     size_t r = 0;
     for (int b = 0; b < bits; ++b) r |= ((m >> b) & 1) << (bits - 1 - b);
@@ -810,6 +812,42 @@ static void test_dpm_math() {
       if (n == 8) ok = ok && bits_of(dpm::halving8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])) == bits_of(halving_oracle(a));
     }
   CHECK(ok, "halving_sum / halving8 differ from the bit-reversed split");
+  // eps_stats' fp32 tiles ([note: reference trees]): the float tree, and the two regroupings the
+  // CPU kernels use — halving8 for the first three levels, and tree = tree(even) + tree(odd).
+  ok = true;
+  bool split_ok = true;
+  for (int64_t n = 1; n <= 1024; n *= 2)
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> a(static_cast<size_t>(n)), even, odd;
+      for (float& x : a) x = float(value());
+      std::vector<float> b = a;
+      const float want = halving_oracle(a);
+      ok = ok && bits_of(double(dpm::halving_sum(b.data(), n))) == bits_of(double(want));
+      if (n == 8) ok = ok && bits_of(double(dpm::halving8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]))) == bits_of(double(want));
+      if (n >= 2) {
+        for (size_t i = 0; i < a.size(); ++i) (i % 2 ? odd : even).push_back(a[i]);
+        split_ok = split_ok && bits_of(double(halving_oracle(even) + halving_oracle(odd))) == bits_of(double(want));
+      }
+    }
+  CHECK(ok, "float halving_sum / halving8 differ from the bit-reversed split");
+  CHECK(split_ok, "the float halving tree is not tree(even) + tree(odd)");
+  {
+    const float x = 1.0f + 3.0f * std::ldexp(1.0f, -13);  // x*x needs more than 24 bits
+    const double xd = x;
+    CHECK(dpm::sq(x) == float(xd * xd) && double(dpm::sq(x)) != dpm::sq(xd),
+          "sq in float is the correctly rounded fp32 square (not the exact fp64 one)");
+    CHECK(dpm::u_term(3.0f, 1.0f) == 8.0f && dpm::z_term(3.0f, 1.0f) == 4.0f, "float u_term / z_term");
+    bool loads = true;
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const half_t hv{uint16_t(h)};
+      const bfloat16_t bv{uint16_t(h)};
+      const float hf = dpm::load_as<float>(&hv, 0), bf = dpm::load_as<float>(&bv, 0);
+      loads = loads && float_as_bits(hf) == float_as_bits(fp16_to_float(uint16_t(h))) &&
+              float_as_bits(bf) == float_as_bits(bf16_to_float(uint16_t(h)));
+      if (!std::isnan(hf)) loads = loads && dpm::load_as<double>(&hv, 0) == double(hf);
+    }
+    CHECK(loads, "load_as<float> / load_as<double> decode fp16 and bf16 exactly");
+  }
   ok = true;
   for (int64_t m = 1; m <= 64; ++m)
     for (int trial = 0; trial < 20; ++trial) {

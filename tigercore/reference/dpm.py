@@ -1,4 +1,5 @@
-# Pure-torch float64 reference for the Analytic-DPM reductions (spec analytic_dpm.md §2, §5, §9):
+# Pure-torch reference for the Analytic-DPM reductions (spec analytic_dpm.md §2, §5, §9), float64
+# results (eps_stats sums tiles in float32 for non-fp64 inputs, [note: fixed reduction tree]):
 # eps_stats (per-sample y, c, u, z, w), segment_moments (per-timestep count/mean/co-moments),
 # merge_moments (Chan), minplus_dp (trajectory DP) and the δ-form DP cost of §5.
 # Plain tensor signatures so that they can serve as the "default" kernels of the dispatcher ops
@@ -28,13 +29,23 @@ SEGMENT_TILE = 64         # leaf tile of segment_moments' fixed reduction tree (
 
 # [note: fixed reduction tree]
 # Every sum below is a pairwise tree whose shape depends only on the reduced length (zero padding
-# to whole tiles / powers of two; adding +0.0 is exact), built from element-wise halving adds.
-# Element-wise ops do not depend on the thread count or on the other rows of the batch, so results
-# are bitwise reproducible across thread counts and batch splits, and a native kernel with the same
-# tile size can reproduce them. Inputs are upcast to float64 before any arithmetic: the square of an
-# fp32/fp16/bf16 value is exact in fp64 (no overflow, no rounding), so for y and c the tree's
-# additions are the only roundings.
-
+# to whole tiles / powers of two; adding +0.0 is exact up to the sign of a zero), built from
+# element-wise halving adds. Element-wise ops do not depend on the thread count or on the other
+# rows of the batch, so results are bitwise reproducible across thread counts and batch splits,
+# and a native kernel with the same tile size reproduces them.
+# eps_stats (spec §9) works in a compute type: float32 when the inputs are fp16/bf16/fp32 (and
+# mixed ones without fp64), float64 when any input is fp64. Each element is upcast to it (exact),
+# the per-element terms are formed there with one rounding per operation, in this order: y = ê·ê,
+# c = e·e, u = (e−ê)·(e+ê), z = (e−ê)·(e−ê), w = (x0−x̂0)·(x0−x̂0) (torch's element-wise fp32 ops are
+# correctly rounded and never fused, so these are the IEEE values). A row is cut into tiles of
+# T = min(1024, pow2(d)) terms (the last one zero-padded), each tile is halved to one value in the
+# compute type, converted to float64 (exact), the row's partials (zero-padded to a power of two)
+# are halved in float64, then / d. Error in the fp32 type: the product (or difference, then
+# product) rounds 1–3 times by 2^-24 relative, the tile's halving tree 10 times, the fp64 levels
+# are negligible: |error| <= ~13·2^-24 (7.7e-7) of Σ|term| in the worst case, ~1e-7 typically
+# (random rounding errors); for y, c, z, w (non-negative terms) that is relative to the result.
+# fp16 inputs cannot overflow (65504² < 3.4e38), but |x| > 1.8e19 (bf16/fp32 only) squares to inf
+# in fp32. fp64 inputs keep fp64 terms and tiles: ~11·2^-53 of Σ|term|.
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -55,14 +66,20 @@ def _pairwise_sum(x: Tensor, dim: int) -> Tensor:
 
 
 def _row_sum(x: Tensor) -> Tensor:
-    """Deterministic sum of a [B, D] float64 tensor over D: tiles of EPS_STATS_TILE, then tiles."""
+    """Deterministic float64 sum of a [B, D] tensor over D: tiles of EPS_STATS_TILE halved in x's
+    dtype (the compute type), the tile partials converted to float64 and halved there."""
     b, d = x.shape
     tile = min(EPS_STATS_TILE, _pow2_at_least(d))
     ntiles = -(-d // tile)
     if ntiles * tile != d:
         x = torch.cat([x, x.new_zeros(b, ntiles * tile - d)], 1)
-    partial = _pairwise_sum(x.reshape(b, ntiles, tile), 2)   # [B, ntiles]
+    partial = _pairwise_sum(x.reshape(b, ntiles, tile), 2).to(torch.float64)   # [B, ntiles], exact
     return _pairwise_sum(partial, 1)
+
+
+def eps_stats_compute_dtype(*tensors: Optional[Tensor]) -> torch.dtype:
+    """eps_stats' compute type: float64 if any given input is float64, else float32."""
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _check_float(name: str, t: Tensor) -> None:
@@ -78,8 +95,10 @@ def eps_stats(eps_pred: Tensor, eps: Optional[Tensor] = None, x0: Optional[Tenso
 
     ``eps_pred`` is [B, ...] (any floating dtype, at least 2-D; reduced over all non-batch dims).
     Columns c, u, z need ``eps`` (same shape) and w needs both ``x0`` and ``x0_pred``; columns whose
-    inputs are absent are NaN. Every element is upcast before squaring (no fp16 overflow) and summed
-    by a fixed tree in float64 ([note: fixed reduction tree]); 1/d is applied at the end.
+    inputs are absent are NaN. Every element is upcast to the compute type (float32, or float64 if
+    an input is float64) before squaring (no fp16 overflow), tiles of 1024 terms are summed by a
+    fixed tree in that type and the tile partials in float64 ([note: fixed reduction tree]); 1/d
+    is applied at the end.
     """
     _check_float("eps_pred", eps_pred)
     if eps_pred.dim() < 2:
@@ -98,17 +117,19 @@ def eps_stats(eps_pred: Tensor, eps: Optional[Tensor] = None, x0: Optional[Tenso
     d = eps_pred[0].numel() if b else math.prod(shape[1:])
     if d == 0:
         raise ValueError("eps_pred has no elements per sample")
-    f64 = lambda t: t.reshape(b, d).to(torch.float64)   # noqa: E731  (fp32-exact upcast)
-    e_hat = f64(eps_pred)
-    cols = {"y": lambda: e_hat * e_hat}                  # products are formed one column at a time
+    ct = eps_stats_compute_dtype(eps_pred, eps, x0, x0_pred)
+    up = lambda t: t.reshape(b, d).to(ct)               # noqa: E731  (exact upcast)
+    e_hat = up(eps_pred)
+    sq = lambda t: t * t                                 # noqa: E731  (one rounded product)
+    cols = {"y": lambda: sq(e_hat)}                      # terms are formed one column at a time
     if eps is not None:
-        e = f64(eps)
-        cols["c"] = lambda: e * e
+        e = up(eps)
+        cols["c"] = lambda: sq(e)
         cols["u"] = lambda: (e - e_hat) * (e + e_hat)
-        cols["z"] = lambda: (e - e_hat).square()
+        cols["z"] = lambda: sq(e - e_hat)
     if x0 is not None:
-        x, xh = f64(x0), f64(x0_pred)
-        cols["w"] = lambda: (x - xh).square()
+        x, xh = up(x0), up(x0_pred)
+        cols["w"] = lambda: sq(x - xh)
     out = torch.full((b, len(EPS_STATS_COLUMNS)), math.nan, dtype=torch.float64, device=eps_pred.device)
     if b == 0:
         return out

@@ -18,12 +18,20 @@ constexpr int64_t kSegmentTile = 64;  // reference SEGMENT_TILE
 // [note: reference trees]
 // The reference sums with balanced halving trees: a power-of-two array a[0..n) becomes
 // a[i] + a[i + n/2] (i < n/2), repeatedly, down to one value; shorter inputs are zero-padded
-// (+0.0 is exact). eps_stats: each row is cut into tiles of T = min(1024, pow2(d)) products (the
-// last tile padded), each tile is halved to one fp64 partial, and the partials of a row (padded to
-// a power of two) are halved again; then / d. Every input element is upcast to float64 before any
-// arithmetic, so squares of fp32/fp16/bf16 values are exact and the tree's additions are the only
-// roundings of y and c. Native kernels evaluate exactly these trees, so they agree with the
-// reference bitwise, for any thread count, block count or batch split.
+// (+0.0 is exact). eps_stats ([note: fixed reduction tree] in tigercore/reference/dpm.py): every
+// element is upcast to the compute type C — float for fp16/bf16/fp32 inputs, double for fp64
+// (eps_compute_double) — and the terms are formed in C with one rounding per operation in the
+// order of sq/u_term/z_term below (builds use -ffp-contract=off / --fmad=false: no fma). Each row
+// is cut into tiles of T = min(1024, pow2(d)) terms (the last tile padded), each tile is halved to
+// one value in C, converted to double (exact), and the partials of a row (padded to a power of
+// two) are halved in double; then / d. Error for C = float: ~13·2^-24 of Σ|term| at worst (10
+// tree levels, up to 3 roundings in a term), stated in the reference's note. Native kernels
+// evaluate exactly these trees, so they agree with the reference bitwise, for any thread count,
+// block count or batch split. Two identities let them regroup the work without changing a bit:
+//   halving(a, n) = halving of the n/8 values R_j = halving8(a_j, a_j+s, ..., a_j+7s), s = n/8
+//     (the first three levels, read as eight streams), and
+//   halving(a, n) = halving(a[0::2], n/2) + halving(a[1::2], n/2) for n >= 2
+//     (the last level adds the tree of the even-indexed elements to that of the odd ones).
 
 TC_FN int64_t pow2_at_least(int64_t n) {
   int64_t p = 1;
@@ -37,20 +45,22 @@ TC_FN int64_t eps_tile_len(int64_t d) {
 }
 
 // In-place halving sum of a[0..n), n a power of two (n >= 1).
-TC_FN double halving_sum(double* a, int64_t n) {
+template <typename T>
+TC_FN T halving_sum(T* a, int64_t n) {
   for (int64_t h = n / 2; h > 0; h /= 2)
     for (int64_t i = 0; i < h; ++i) a[i] = a[i] + a[i + h];
   return a[0];
 }
 
-// The first three halving levels of a tile of 8·S products, for one i < S: s_q = p[i + q·S].
-TC_FN double halving8(double s0, double s1, double s2, double s3, double s4, double s5, double s6,
-                      double s7) {
+// The first three halving levels of 8·S values, for one i < S: s_q = p[i + q·S]. T is a scalar or
+// a CPU vector (the same operations lane by lane).
+template <typename T>
+TC_FN T halving8(T s0, T s1, T s2, T s3, T s4, T s5, T s6, T s7) {
   return ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7));
 }
 
-// Per-element terms, in float64 from float64-upcast inputs, in the reference's operation order.
-// T is double, or a CPU vector of doubles (the same operations lane by lane).
+// Per-element terms in the compute type, from upcast inputs, in the reference's operation order.
+// T is float or double, or a CPU vector of them (the same operations lane by lane).
 template <typename T>
 TC_FN T sq(T a) { return a * a; }
 template <typename T>
@@ -58,20 +68,23 @@ TC_FN T u_term(T e, T eh) { return (e - eh) * (e + eh); }
 template <typename T>
 TC_FN T z_term(T e, T eh) { return sq(e - eh); }
 
-template <typename S>
-TC_FN double load_f64(const S* p, int64_t i) {
-  return double(storage<S>::load(p, i));  // fp16/bf16 -> fp32 -> fp64, both exact
+// Element i of p upcast to the compute type C (fp16/bf16 -> fp32 -> fp64: each step exact).
+template <typename C, typename S>
+TC_FN C load_as(const S* p, int64_t i) {
+  return C(storage<S>::load(p, i));
 }
 
 // What one eps_stats call reads (contiguous [B, d] inputs of one dtype; absent ones are null).
 struct EpsStatsCall {
-  DType dtype;
+  DType dtype;          // storage type; the compute type is double iff it is kFloat64
   const void* eps_pred;
   const void* eps;      // with it: columns c, u, z
   const void* x0;       // with x0_pred: column w
   const void* x0_pred;
   int64_t rows, d, tile, ntiles;
 };
+
+TC_FN bool eps_compute_double(const EpsStatsCall& c) { return c.dtype == DType::kFloat64; }
 
 // [note: segment tree]
 // The reference's _segment_sum: the rows of each timestep, in sample order, are reduced in chunks
