@@ -74,9 +74,9 @@ void sum_squares_into(const std::vector<SignStepCall>& calls, const std::vector<
                       const std::vector<char>& fresh, std::vector<std::vector<double>>& sums) {
   const KernelTable& k = active_kernels();
   StepTaskList list;
-  list.begin_batch();
+  const int32_t batch = list.new_batch();
   for (size_t t = 0; t < tensors.size(); ++t)
-    if (fresh[t]) for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(int32_t(t), b, e); });
+    if (fresh[t]) for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(batch, int32_t(t), b, e); });
   std::vector<double> partial(size_t(list.size()), 0.0);
   list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t i, const StepTask& task) {
     const SignStepCall& c = calls[task.tensor];
@@ -151,9 +151,9 @@ void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
   for (auto& t : tensors) t.eta = lr;
   const KernelTable& k = active_kernels();
   StepTaskList list;  // [note: one region, dynamic tasks]: one batch, no checks
-  list.begin_batch();
+  const int32_t batch = list.new_batch();
   for (size_t t = 0; t < tensors.size(); ++t)
-    for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(int32_t(t), b, e); });
+    for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(batch, int32_t(t), b, e); });
   list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t, const StepTask& task) {
     k.sign_step(calls[task.tensor], tensors[task.tensor], task.begin, task.end, nullptr);
   });
@@ -236,14 +236,18 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   // The tasks ([note: one region, dynamic tasks]): with the guard, batches of consecutive tensors
   // of about kBatch elements, checks first; without it, one batch of updates.
   StepTaskList list;
+  std::vector<std::pair<size_t, size_t>> batches;  // [first, last) tensors
   for (size_t first = 0, last = 0; first < n; first = last) {
     int64_t elems = 0;
     while (last < n && (elems < kBatch || !nonfinite_guard)) elems += tensors[last++].numel;
-    list.begin_batch();
-    for (size_t t = first; t < last && nonfinite_guard; ++t)
-      for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_check(int32_t(t), b, e); });
-    for (size_t t = first; t < last; ++t)
-      for_each_chunk(calls[t], tensors[t], [&](int64_t b, int64_t e) { list.add_update(int32_t(t), b, e); });
+    batches.push_back({first, last});
+  }
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const int32_t id = list.new_batch();
+    for (size_t t = batches[b].first; t < batches[b].second && nonfinite_guard; ++t)
+      for_each_chunk(calls[t], tensors[t], [&](int64_t lo, int64_t hi) { list.add_check(id, int32_t(t), lo, hi); });
+    for (size_t t = batches[b].first; t < batches[b].second; ++t)
+      for_each_chunk(calls[t], tensors[t], [&](int64_t lo, int64_t hi) { list.add_update(id, int32_t(t), lo, hi); });
   }
   const KernelTable& k = active_kernels();
   std::unique_ptr<std::atomic<uint8_t>[]> nonfinite(new std::atomic<uint8_t>[n]);

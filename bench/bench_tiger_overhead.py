@@ -1,0 +1,75 @@
+"""Tiger's step against Lion's on the same shapes (issue 3: <= 1.05x without the guard, <= 1.15x
+with it): tigercore Lion, Tiger without the guard and Tiger with it, timed interleaved round by
+round so that this VM's minute-to-minute bandwidth swings hit all three alike; median ms per step
+and the ratio to Lion. Flat tensors of growing size show where the guard's second read of the
+gradient stops coming from cache ([note: Tiger without an extra pass] (c), optim_ops.cpp).
+
+    python bench/bench_tiger_overhead.py [--dtypes float32,bfloat16] [--threads 1,2]
+        [--shapes gpt2-small,flat:262144,flat:2359296,flat:38597376] [--rounds 15]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from tigercore import optim as tc_optim
+from tigercore.benchmarks.shapes import flat, gpt2_small
+
+CANDIDATES = {
+    "Lion": lambda ps: tc_optim.Lion(ps, lr=1e-4),
+    "Tiger, no guard": lambda ps: tc_optim.Tiger(ps, lr=1e-4, nonfinite_guard=False),
+    "Tiger": lambda ps: tc_optim.Tiger(ps, lr=1e-4),
+}
+
+
+def make_params(shapes, dtype):
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.02).to(dtype)) for _, s in shapes]
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=gen).to(dtype)
+    return ps
+
+
+def measure(shapes, dtype, rounds: int) -> dict:
+    opts = {name: make(make_params(shapes, dtype)) for name, make in CANDIDATES.items()}
+    for opt in opts.values():  # state, master copies and the carried RMS exist after two steps
+        opt.step()
+        opt.step()
+    times = {name: [] for name in opts}
+    for _ in range(rounds):
+        for name, opt in opts.items():
+            t0 = time.perf_counter()
+            opt.step()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def main(argv=None) -> list:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--shapes", default="gpt2-small,flat:262144,flat:2359296,flat:38597376")
+    ap.add_argument("--rounds", type=int, default=15)
+    args = ap.parse_args(argv)
+    rows = []
+    print(f"{'shapes':>16s} {'dtype':>8s} {'thr':>3s} {'Lion ms':>8s} {'no guard':>9s} {'guard':>8s} "
+          f"{'no guard/Lion':>13s} {'guard/Lion':>10s}")
+    default_threads = torch.get_num_threads()
+    for spec in args.shapes.split(","):
+        shapes = gpt2_small() if spec == "gpt2-small" else flat(int(spec.split(":")[1]))
+        for dname in args.dtypes.split(","):
+            for nt in (int(t) for t in args.threads.split(",")):
+                torch.set_num_threads(nt)
+                m = measure(shapes, getattr(torch, dname), args.rounds)
+                lion, ng, g = m["Lion"], m["Tiger, no guard"], m["Tiger"]
+                rows.append({"shapes": spec, "dtype": dname, "threads": nt, **m})
+                print(f"{spec:>16s} {dname:>8s} {nt:>3d} {lion:8.2f} {ng:9.2f} {g:8.2f} {ng / lion:13.3f} {g / lion:10.3f}",
+                      flush=True)
+    torch.set_num_threads(default_threads)
+    print("bf16 rows: bf16 parameters, fp32 momentum, precision 'master' (the default).")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
