@@ -153,7 +153,7 @@ def _run(args) -> int:
     lin = linear_trajectory(N, K)
     opt, cost = optimal_trajectory(sch, table, K)
     kl_lin, kl_opt = trajectory_kl_per_dim(sch, table, lin), trajectory_kl_per_dim(sch, table, opt)
-    print(f"\n2. trajectories (KL per dim, Σ_k≥2, from the estimated δ)")
+    print("\n2. trajectories (KL per dim, Σ_k≥2, from the estimated δ)")
     print(f"   linear : {lin.tolist()}  KL/d = {kl_lin:.4f}")
     print(f"   optimal: {opt.tolist()}  KL/d = {kl_opt:.4f}  (DP cost C[K,N] = {cost:.4f})")
 
