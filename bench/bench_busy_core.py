@@ -8,26 +8,19 @@ regions, waits a whole time slice for the thread whose core is taken.
 """
 import argparse
 import multiprocessing as mp
-import statistics
 import time
 
 import torch
 
 from tigercore import optim as tc_optim
+from tigercore.benchmarks.optim import make_params
 from tigercore.benchmarks.shapes import flat, gpt2_small
+from tigercore.benchmarks.timing import interleaved_step_ms
 
 
 def spin() -> None:
     while True:
         pass
-
-
-def make_params(shapes, dtype):
-    gen = torch.Generator().manual_seed(0)
-    ps = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype) * 0.02) for _, s in shapes]
-    for p in ps:
-        p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
-    return ps
 
 
 CANDIDATES = {
@@ -38,20 +31,6 @@ CANDIDATES = {
 }
 
 
-def time_steps(opts: dict, repeats: int) -> dict:
-    """Median ms per step, candidates interleaved round by round (so drift hits all alike)."""
-    for opt in opts.values():
-        opt.step()
-        opt.step()
-    times = {name: [] for name in opts}
-    for _ in range(repeats):
-        for name, opt in opts.items():
-            t0 = time.perf_counter()
-            opt.step()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--busy", type=int, default=1, help="spinning processes during the second run")
@@ -60,13 +39,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     shapes = gpt2_small() if args.shapes == "gpt2-small" else flat(int(args.shapes.split(":")[1]))
     opts = {name: make(make_params(shapes, torch.float32)) for name, make in CANDIDATES.items()}
-    quiet = time_steps(opts, args.repeats)
+    quiet = interleaved_step_ms(opts, args.repeats)
     spinners = [mp.Process(target=spin, daemon=True) for _ in range(args.busy)]
     for p in spinners:
         p.start()
     try:
         time.sleep(0.2)
-        busy = time_steps(opts, args.repeats)
+        busy = interleaved_step_ms(opts, args.repeats)
     finally:
         for p in spinners:
             p.terminate()

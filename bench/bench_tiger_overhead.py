@@ -8,13 +8,13 @@ gradient stops coming from cache ([note: Tiger without an extra pass] (c), optim
         [--shapes gpt2-small,flat:262144,flat:2359296,flat:38597376] [--rounds 15]
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 from tigercore import optim as tc_optim
+from tigercore.benchmarks.optim import make_params
 from tigercore.benchmarks.shapes import flat, gpt2_small
+from tigercore.benchmarks.timing import interleaved_step_ms
 
 CANDIDATES = {
     "Lion": lambda ps: tc_optim.Lion(ps, lr=1e-4),
@@ -23,26 +23,10 @@ CANDIDATES = {
 }
 
 
-def make_params(shapes, dtype):
-    gen = torch.Generator().manual_seed(0)
-    ps = [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.02).to(dtype)) for _, s in shapes]
-    for p in ps:
-        p.grad = torch.randn(p.shape, generator=gen).to(dtype)
-    return ps
-
-
 def measure(shapes, dtype, rounds: int) -> dict:
     opts = {name: make(make_params(shapes, dtype)) for name, make in CANDIDATES.items()}
-    for opt in opts.values():  # state, master copies and the carried RMS exist after two steps
-        opt.step()
-        opt.step()
-    times = {name: [] for name in opts}
-    for _ in range(rounds):
-        for name, opt in opts.items():
-            t0 = time.perf_counter()
-            opt.step()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(v) for name, v in times.items()}
+    # two warm-up steps: state, master copies and the carried RMS exist afterwards
+    return interleaved_step_ms(opts, rounds)
 
 
 def main(argv=None) -> list:

@@ -40,6 +40,22 @@ def measure(fn, device: str = "cpu", repeats: int = 10, warmup: int = 2, min_tim
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
 
 
+def interleaved_step_ms(optimizers: dict, rounds: int, warmup: int = 2) -> dict:
+    """Median ms per optimizer.step() of each entry, timed round by round (one step of every
+    optimizer per round), so that minute-to-minute bandwidth swings of a shared machine hit all
+    alike and their ratios stay meaningful. CPU wall clock."""
+    for opt in optimizers.values():
+        for _ in range(warmup):
+            opt.step()
+    times = {name: [] for name in optimizers}
+    for _ in range(rounds):
+        for name, opt in optimizers.items():
+            t0 = time.perf_counter()
+            opt.step()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """The profiler prints start/stop lines on the C level stderr; hide them."""
