@@ -54,7 +54,7 @@ def _terms_abs(e_hat, e=None, x0=None, x0h=None):
 
 def eps_stats_error_bound(e_hat, e=None, x0=None, x0h=None):
     """Worst-case |native − exact| per entry: 13 roundings of the compute type (2^-24 for fp32,
-    2^-53 when an input is fp64: up to 3 in a term, 10 in a 1024-tile's halving tree) times
+    2^-53 when an input is fp64: up to 3 in a term, 10 in a 1024-tile's tree) times
     Σ|term|/d, plus fp64 slack for the tile-partial levels and the oracle's own sums."""
     fp64 = any(t is not None and t.dtype == torch.float64 for t in (e_hat, e, x0, x0h))
     unit = 2.0 ** -53 if fp64 else 2.0 ** -24
@@ -72,13 +72,21 @@ def assert_eps_stats_accurate(got, e_hat, e=None, x0=None, x0h=None):
 
 
 def fp32_tile_tree(terms, tile=1024):
-    """numpy: the eps_stats tree of [B, d] float32 terms (independent of the reference): tiles
-    halved in float32, partials halved in float64. Returns float64 [B] sums (not divided by d)."""
+    """numpy: the eps_stats tree of [B, d] float32 terms (independent of the reference): a tile
+    of T > 32 terms as T/32 rows of 32 lanes, adjacent rows added pairwise to one row; then the 32
+    (or T < 32) lanes halved in float32; partials halved in float64. Returns float64 [B] sums (not
+    divided by d)."""
     t = np.asarray(terms, dtype=np.float32)
     b, d = t.shape
     T = min(tile, 1 << max(0, (d - 1).bit_length()))
     nt = -(-d // T)
     t = np.concatenate([t, np.zeros((b, nt * T - d), np.float32)], 1).reshape(b, nt, T)
+    if T > 32:
+        t = t.reshape(b, nt, T // 32, 32)
+        while t.shape[2] > 1:   # rows (2i, 2i+1) are neighbours in a (…, rows/2, 2, 32) view
+            pairs = t.reshape(b, nt, t.shape[2] // 2, 2, 32)
+            t = (pairs[:, :, :, 0, :] + pairs[:, :, :, 1, :]).astype(np.float32)
+        t = t[:, :, 0, :]
     while t.shape[2] > 1:
         h = t.shape[2] // 2
         t = (t[:, :, :h] + t[:, :, h:]).astype(np.float32)

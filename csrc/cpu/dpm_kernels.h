@@ -46,25 +46,24 @@ template <typename C>
 using VecOf = std::conditional_t<std::is_same_v<C, float>, VF, VD>;
 
 // [note: upcast loads]
-// A leaf is what one step reads from each input: one register of C (kLanes or 2·kLanes elements),
-// upcast exactly. bf16 is the exception: its leaf is one register of 32-bit words, i.e. 2·(floats
+// A load is what one step reads from each input: one register of C (kLanes or 2·kLanes elements),
+// upcast exactly. bf16 is the exception: its load is one register of 32-bit words, i.e. 2·(floats
 // per register) elements, and w << 16 holds the even elements and w & 0xFFFF0000 the odd ones as
-// two exact fp32 vectors (two "parts"); the tile's tree is then the tree of its even elements plus
-// that of its odd ones ([note: reference trees]), each of them a tree over whole vectors first.
-// The parts are summed one after the other (EpsTile::group8), each reading the leaf again from
-// L1: one load and one ALU operation per 16 elements on AVX-512, where a widening conversion
-// takes a cross-lane zero-extension and a shift (chosen on that count; the two variants were not
-// timed against each other). fp16 goes through
-// F16C (AVX2 / AVX-512; exact, like fp16_to_float, NaN payloads aside); the generic variant
-// decodes fp16 lane by lane with float_bits.h.
+// two exact fp32 vectors (two "parts"); the tile's lane halving is then the halving of its even
+// lanes plus that of its odd ones ([note: reference trees]). One load and one ALU operation per
+// 16 elements on AVX-512, where a widening conversion takes a cross-lane zero-extension and a
+// shift. fp16 goes through F16C (AVX2 / AVX-512; exact, like fp16_to_float, NaN payloads aside);
+// the generic variant decodes fp16 lane by lane with float_bits.h.
 template <typename S>
 struct Leaf {
   using C = ComputeOf<S>;
   using V = VecOf<C>;
   static constexpr int kParts = std::is_same_v<S, bfloat16_t> ? 2 : 1;
-  static constexpr int64_t kElems = kParts * int64_t(kVecBytes / sizeof(C));
+  static constexpr int64_t kElems = kParts * int64_t(kVecBytes / sizeof(C));  // elements per load
+  static constexpr int kRegs = int(kEpsRow / kElems);                         // loads per 32-lane row
+  static_assert(kRegs >= 1 && kRegs * kElems == kEpsRow, "a row is a whole number of loads");
 
-  // Part `part` of the leaf at p (bf16: 0 = even elements, 1 = odd ones).
+  // Part `part` of the load at p (bf16: 0 = even elements, 1 = odd ones).
   template <int part>
   static TC_FORCEINLINE V load(const S* p) {
     if constexpr (std::is_same_v<S, double> || std::is_same_v<S, float>) {
@@ -120,8 +119,20 @@ TC_FORCEINLINE V add_via_fma(const V& a, const V& b) {
 #endif
 }
 
-// GCC cannot see that the loops below write acc[part][col][0, s) and buf[0, tile) before the
-// halving sums read exactly that range; zero-filling them for its sake would double the stores.
+// [note: eps_stats streaming]
+// A tile of T >= 32 terms is read strictly in address order, one 32-lane row after the other, and
+// summed by the tile tree of [note: reference trees]: the rows of a group of up to 8 are added in
+// adjacent pairs in registers (group<G>: the left half's sum is finished before the right half is
+// read), and the group sums of a 16- or 32-row tile likewise (the row tree of R rows is the tree
+// of its groups' sums). The hardware prefetchers follow this single forward stream with no help.
+// Measured (standalone loop, bf16 24 MB, one thread, the same arithmetic): ~9 GB/s when the
+// whole tile was one unrolled expression (GCC scheduled its loads out of address order), ~32
+// GB/s with the groups read in order, against ~30 GB/s for a plain sum of squares with eight
+// accumulators. The previous layout (tile halves as eight strided streams, each tile prefetched
+// in software) reached ~17 GB/s in the kernel.
+
+// GCC cannot see that scalar() writes buf[0, tile) before the halving sum reads exactly that range;
+// zero-filling it for its sake would double the stores.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -133,114 +144,192 @@ struct EpsTile {
   using C = typename L::C;
   using V = typename L::V;
   static constexpr int P = L::kParts;
-  static constexpr int64_t kMinFull = 8 * L::kElems;          // tiles at least this long are vectorised
-  static constexpr int64_t kMaxS = kEpsTile / kMinFull;       // leaves per stream of a 1024 tile
+  static constexpr int NR = L::kRegs;
 
-  static constexpr bool has(int col) { return col == kY || (col == kW ? kX0 : kEps); }
+  // The columns this variant computes, in slot order: y, then c, u, z with eps, then w with x0.
+  static constexpr int NC = 1 + (kEps ? 3 : 0) + (kX0 ? 1 : 0);
+  static constexpr int column_of(int slot) {
+    return slot == 0 ? kY : (kEps && slot <= 3) ? kC + (slot - 1) : kW;
+  }
   // [note: eps_stats pipes] With eps, a leaf part costs 4 multiplies and 2 + 4 additions (u's
   // e ∓ ê, then one tree addition per column): the add pipes would be the bottleneck (Zen 4: two
   // 256-bit FADD and two FMUL/FMA pipes). The tree additions of c and z go through add_via_fma
   // instead, which balances the two kinds (measured: ~0.65 -> ~0.9 of read bandwidth with eps,
-  // bf16, one thread). Same bits either way.
-  static constexpr bool on_fma_pipe(int col) { return kEps && (col == kC || col == kZ); }
+  // bf16, one thread, on the previous tile layout). Same bits either way.
+  static constexpr bool on_fma_pipe(int slot) { return column_of(slot) == kC || column_of(slot) == kZ; }
 
-  // The terms of one part of one leaf, per column.
+  // The terms of a row (or a lane-wise sum of rows): one vector per (column slot, part, load of
+  // the row), flat, so that every index is a constant once for_each is expanded and GCC keeps
+  // the whole struct in registers (with nested loops over a [5][P][NR] array it kept them on the
+  // stack: 5 GB/s).
+  static constexpr int kSlots = NC * P * NR;
+  static constexpr int slot(int c, int q, int k) { return (c * P + q) * NR + k; }
+  template <typename F, size_t... I>
+  static TC_FORCEINLINE void for_each(F&& f, std::index_sequence<I...>) {
+    (f(std::integral_constant<int, int(I)>{}), ...);
+  }
+  template <typename F>
+  static TC_FORCEINLINE void for_each(F&& f) { for_each(f, std::make_index_sequence<kSlots>{}); }
+
   struct Terms {
-    V v[kStatCols];
+    V v[kSlots];
     TC_FORCEINLINE Terms operator+(const Terms& b) const {
-      Terms r{};
-      for (int col = 0; col < kStatCols; ++col)
-        if (has(col)) r.v[col] = on_fma_pipe(col) ? add_via_fma(v[col], b.v[col]) : v[col] + b.v[col];
+      Terms r;
+      for_each([&](auto i) {
+        constexpr int c = int(i) / (P * NR);
+        r.v[i] = on_fma_pipe(c) ? add_via_fma(v[i], b.v[i]) : v[i] + b.v[i];
+      });
       return r;
     }
   };
 
-  // Part `part` of the terms of the leaf at element offset i.
-  template <int part>
-  static TC_FORCEINLINE Terms leaf(const S* eh, const S* e, const S* x, const S* xh, int64_t i) {
-    Terms t{};
-    const V h = L::template load<part>(eh + i);
-    t.v[kY] = sq(h);
-    if constexpr (kEps) {
-      const V g = L::template load<part>(e + i);
-      t.v[kC] = sq(g);
-      t.v[kU] = u_term(g, h);
-      t.v[kZ] = z_term(g, h);
+  struct Inputs {
+    const S* eh;
+    const S* e;
+    const S* x;
+    const S* xh;
+  };
+
+  // One lane set of a row (part q of load k) or of a lane-wise sum of rows: a vector per column.
+  struct Lanes {
+    V v[NC];
+    TC_FORCEINLINE Lanes operator+(const Lanes& b) const {
+      Lanes r;
+      for (int c = 0; c < NC; ++c) r.v[c] = on_fma_pipe(c) ? add_via_fma(v[c], b.v[c]) : v[c] + b.v[c];
+      return r;
     }
-    if constexpr (kX0) t.v[kW] = z_term(L::template load<part>(x + i), L::template load<part>(xh + i));
+  };
+
+  // The terms of lane set (q, k) of the 32-lane row at element offset i.
+  template <int q, int k>
+  static TC_FORCEINLINE Lanes row(const Inputs& in, int64_t i) {
+    Lanes t;
+    i += k * L::kElems;
+    const V h = L::template load<q>(in.eh + i);
+    t.v[0] = sq(h);
+    if constexpr (kEps) {
+      const V g = L::template load<q>(in.e + i);
+      t.v[1] = sq(g);
+      t.v[2] = u_term(g, h);
+      t.v[3] = z_term(g, h);
+    }
+    if constexpr (kX0) t.v[NC - 1] = z_term(L::template load<q>(in.x + i), L::template load<q>(in.xh + i));
     return t;
   }
 
-  // halving8 of the leaves i + q·st (q < 8) for one part, evaluated depth first (each operand of
-  // an addition is finished before the next leaf is read) so that at most three sums and the leaf
-  // in flight are live — written out because function arguments would all be evaluated first.
-  template <int part>
-  static TC_FORCEINLINE Terms group8(const S* eh, const S* e, const S* x, const S* xh, int64_t i, int64_t st) {
-    const auto at = [&](int q) { return leaf<part>(eh, e, x, xh, i + q * st); };
-    Terms a = at(0) + at(4);
-    a = a + (at(2) + at(6));
-    Terms b = at(1) + at(5);
-    b = b + (at(3) + at(7));
-    return a + b;
-  }
-
-  // A whole tile of T = 8·s leaves (T >= kMinFull, a power of two): for each j < s and part, the
-  // first three halving levels straight from the eight leaves j + q·s (group8), then the remaining
-  // levels on the s vectors, then the lanes; bf16's even and odd trees are added last.
-  static void full(const S* __restrict__ eh, const S* __restrict__ e, const S* __restrict__ x,
-                   const S* __restrict__ xh, int64_t tile, double* out) {
-    V acc[P][kStatCols][kMaxS];
-    const int64_t s = tile / kMinFull, st = s * L::kElems;
-    for (int64_t j = 0; j < s; ++j) {
-      const int64_t i = j * L::kElems;
-      const Terms r0 = group8<0>(eh, e, x, xh, i, st);
-      for (int col = 0; col < kStatCols; ++col)
-        if (has(col)) acc[0][col][j] = r0.v[col];
-      if constexpr (P == 2) {
-        const Terms r1 = group8<1>(eh, e, x, xh, i, st);
-        for (int col = 0; col < kStatCols; ++col)
-          if (has(col)) acc[1][col][j] = r1.v[col];
-      }
-    }
-    for (int col = 0; col < kStatCols; ++col) {
-      if (!has(col)) continue;
-      C total = lane_halving(halving_sum(acc[0][col], s));
-      if constexpr (P == 2) total = total + lane_halving(halving_sum(acc[1][col], s));
-      out[col] = double(total);
+  // The row tree of lane set (q, k) of the G rows from element offset i, the left half first.
+  template <int G, int q, int k>
+  static TC_FORCEINLINE Lanes group(const Inputs& in, int64_t i) {
+    if constexpr (G == 1) {
+      return row<q, k>(in, i);
+    } else {
+      const Lanes left = group<G / 2, q, k>(in, i);
+      const Lanes right = group<G / 2, q, k>(in, i + (G / 2) * kEpsRow);
+      return left + right;
     }
   }
 
-  // Fewer than kMinFull elements in the tile: the terms one by one into a zero-padded buffer.
-  static void scalar(const S* eh, const S* e, const S* x, const S* xh, int64_t len, int64_t tile, double* out) {
-    C buf[kMinFull];
+  // A compiler barrier: l is computed here, and no later load is moved above this point. Without
+  // it GCC interleaves the lane sets of group() again, and their partial sums spill.
+  static TC_FORCEINLINE void finished(Lanes& l) {
+#if defined(__x86_64__) || defined(_M_X64)
+    for (int c = 0; c < NC; ++c) asm volatile("" : "+v"(l.v[c]) : : "memory");
+#else
+    asm volatile("" : : : "memory");
+#endif
+  }
+
+  // The row tree of the G rows from element offset i, one lane set after the other: the first
+  // reads the rows from memory in address order, the others again from L1. A lane set's partial
+  // sums fit in registers; all of them at once (P·NR·NC vectors, 8 zmm a row for bf16 with eps)
+  // did not, and spills held the kernel at ~20 GB/s.
+  template <int G, size_t... I>
+  static TC_FORCEINLINE Terms group_all(const Inputs& in, int64_t i, std::index_sequence<I...>) {
+    Terms t;
+    const auto put = [&](auto lane_set, Lanes l) {
+      constexpr int q = int(lane_set) / NR, k = int(lane_set) % NR;
+      finished(l);
+      for (int c = 0; c < NC; ++c) t.v[slot(c, q, k)] = l.v[c];
+    };
+    (put(std::integral_constant<int, int(I)>{}, group<G, int(I) / NR, int(I) % NR>(in, i)), ...);
+    return t;
+  }
+  template <int G>
+  static TC_FORCEINLINE Terms group(const Inputs& in, int64_t i) {
+    return group_all<G>(in, i, std::make_index_sequence<P * NR>{});
+  }
+
+  // The row tree of a whole tile of R rows (R a power of two, 1 <= R <= 32): one group of up to
+  // 8 rows in registers, or the groups of 8 one after the other (a loop, so that the compiler
+  // keeps each group's loads in address order), their sums combined as a binary counter.
+  static TC_FORCEINLINE Terms rows(const Inputs& in, int64_t R) {
+    switch (R) {
+      case 1: return group<1>(in, 0);
+      case 2: return group<2>(in, 0);
+      case 4: return group<4>(in, 0);
+      default: break;
+    }
+    constexpr int G = 8;
+    Terms done[3];  // done[k]: the sum of 2^k groups (R / G <= 4), waiting for its right neighbour
+    Terms v;
+#pragma GCC unroll 1
+    for (int64_t g = 0; g < R / G; ++g) {
+      v = group<G>(in, g * G * kEpsRow);
+      int k = 0;
+      for (int64_t idx = g; idx & 1; idx >>= 1, ++k) v = done[k] + v;
+      done[k] = v;
+    }
+    return v;
+  }
+
+  // The lane halving of the final row, per column: over the row's loads (load k + load k + NR/2,
+  // i.e. lane l + lane l + 16), then over the lanes of the last register; bf16's even and odd
+  // lanes separately, added last.
+  static TC_FORCEINLINE void finish(Terms& t, double* out) {
+    for (int c = 0; c < NC; ++c) {
+      C total = lane_halving(halving_sum(&t.v[slot(c, 0, 0)], NR));
+      if constexpr (P == 2) total = total + lane_halving(halving_sum(&t.v[slot(c, 1, 0)], NR));
+      out[column_of(c)] = double(total);
+    }
+  }
+
+  // A whole tile of T >= 32 terms.
+  static void full(const Inputs& in, int64_t tile, double* out) {
+    Terms t = rows(in, tile / kEpsRow);
+    finish(t, out);
+  }
+
+  // A tile of T < 32 terms: the terms one by one into a buffer, halved.
+  static void scalar(const Inputs& in, int64_t len, int64_t tile, double* out) {
+    C buf[kEpsRow];
     const auto column = [&](int col, auto&& term) {
       for (int64_t i = 0; i < len; ++i) buf[i] = term(i);
       for (int64_t i = len; i < tile; ++i) buf[i] = C(0);
       out[col] = double(halving_sum(buf, tile));
     };
     const auto ld = [](const S* p, int64_t i) { return load_as<C>(p, i); };
-    column(kY, [&](int64_t i) { return sq(ld(eh, i)); });
+    column(kY, [&](int64_t i) { return sq(ld(in.eh, i)); });
     if constexpr (kEps) {
-      column(kC, [&](int64_t i) { return sq(ld(e, i)); });
-      column(kU, [&](int64_t i) { return u_term(ld(e, i), ld(eh, i)); });
-      column(kZ, [&](int64_t i) { return z_term(ld(e, i), ld(eh, i)); });
+      column(kC, [&](int64_t i) { return sq(ld(in.e, i)); });
+      column(kU, [&](int64_t i) { return u_term(ld(in.e, i), ld(in.eh, i)); });
+      column(kZ, [&](int64_t i) { return z_term(ld(in.e, i), ld(in.eh, i)); });
     }
-    if constexpr (kX0) column(kW, [&](int64_t i) { return z_term(ld(x, i), ld(xh, i)); });
+    if constexpr (kX0) column(kW, [&](int64_t i) { return z_term(ld(in.x, i), ld(in.xh, i)); });
   }
 
-  // Any tile: a short last tile of a long tile size is copied into zero-padded buffers (zero inputs
-  // give +0.0 terms, the reference's padding) and summed as a whole one.
-  static void any(const S* eh, const S* e, const S* x, const S* xh, int64_t len, int64_t tile, double* out) {
-    if (tile < kMinFull) return scalar(eh, e, x, xh, len, tile, out);
-    if (len == tile) return full(eh, e, x, xh, tile, out);
+  // Any tile: a short last tile is copied into zero-padded buffers (zero inputs give +0.0 terms,
+  // the reference's padding) and summed as a whole one.
+  static void any(const Inputs& in, int64_t len, int64_t tile, double* out) {
+    if (tile < kEpsRow) return scalar(in, len, tile, out);
+    if (len == tile) return full(in, tile, out);
     alignas(64) S pad[4][kEpsTile];
-    const S* src[4] = {eh, e, x, xh};
+    const S* src[4] = {in.eh, in.e, in.x, in.xh};
     for (int k = 0; k < 4; ++k) {
       if (src[k] == nullptr) continue;
       std::memcpy(pad[k], src[k], size_t(len) * sizeof(S));
       std::memset(static_cast<void*>(pad[k] + len), 0, size_t(tile - len) * sizeof(S));
     }
-    full(pad[0], kEps ? pad[1] : nullptr, kX0 ? pad[2] : nullptr, kX0 ? pad[3] : nullptr, tile, out);
+    full({pad[0], kEps ? pad[1] : nullptr, kX0 ? pad[2] : nullptr, kX0 ? pad[3] : nullptr}, tile, out);
   }
 };
 
@@ -248,43 +337,15 @@ struct EpsTile {
 #pragma GCC diagnostic pop
 #endif
 
-// [note: eps_stats prefetch]
-// A tile is read as eight short streams (stride T/8), an order hardware prefetchers follow
-// poorly. So each work item first touches every cache line of its own tile in address order
-// (prefetcht0, just before the eight streams read them): the misses are requested together and
-// in sequence, which also keeps the hardware stream prefetchers running ahead of the tiles.
-// Measured alternatives, bf16, one thread: no software prefetch ~0.35 of read bandwidth;
-// prefetching the next tiles into L1 instead halves the throughput with eps (two inputs' whole
-// tiles occupy the miss buffers); adding the tile 2, 4, 8 or 16 items ahead into L2
-// (prefetcht1) was no better than this alone. The prefetch is an asm statement: GCC 12 at -O3
-// deleted the previous __builtin_prefetch loop of this file as free of side effects (it compiled
-// to no prefetch instruction at all).
-TC_FORCEINLINE void prefetch_line(const char* p) {
-#if defined(__x86_64__) || defined(_M_X64)
-  asm volatile("prefetcht0 %0" : : "m"(*p));
-#else
-  __builtin_prefetch(p);
-#endif
-}
-
 template <typename S, bool kEps, bool kX0>
 void eps_tiles(const EpsStatsCall& a, int64_t w_begin, int64_t w_end, double* partials) {
-  const auto offset = [&](int64_t w) { return w / a.ntiles * a.d + w % a.ntiles * a.tile; };
-  const auto length = [&](int64_t w) { return std::min(a.tile, a.d - w % a.ntiles * a.tile); };
-  const char* bases[4] = {static_cast<const char*>(a.eps_pred), static_cast<const char*>(a.eps),
-                          static_cast<const char*>(a.x0), static_cast<const char*>(a.x0_pred)};
-  constexpr int kInputs = 1 + (kEps ? 1 : 0);
   for (int64_t w = w_begin; w < w_end; ++w) {
-    const int64_t off = offset(w), len = length(w);
-    for (int k = 0; k < kInputs + (kX0 ? 2 : 0); ++k) {
-      const char* p = bases[k < kInputs ? k : k - kInputs + 2] + off * int64_t(sizeof(S));
-      for (int64_t b = 0; b < len * int64_t(sizeof(S)); b += 64) prefetch_line(p + b);
-    }
-    const S* eh = static_cast<const S*>(a.eps_pred) + off;
-    const S* e = kEps ? static_cast<const S*>(a.eps) + off : nullptr;
-    const S* x = kX0 ? static_cast<const S*>(a.x0) + off : nullptr;
-    const S* xh = kX0 ? static_cast<const S*>(a.x0_pred) + off : nullptr;
-    EpsTile<S, kEps, kX0>::any(eh, e, x, xh, len, a.tile, partials + w * kStatCols);
+    const int64_t off = w / a.ntiles * a.d + w % a.ntiles * a.tile;
+    const int64_t len = std::min(a.tile, a.d - w % a.ntiles * a.tile);
+    const typename EpsTile<S, kEps, kX0>::Inputs in{
+        static_cast<const S*>(a.eps_pred) + off, kEps ? static_cast<const S*>(a.eps) + off : nullptr,
+        kX0 ? static_cast<const S*>(a.x0) + off : nullptr, kX0 ? static_cast<const S*>(a.x0_pred) + off : nullptr};
+    EpsTile<S, kEps, kX0>::any(in, len, a.tile, partials + w * kStatCols);
   }
 }
 

@@ -1,5 +1,5 @@
 // dpm.cu — CUDA entry points of tigercore::eps_stats, segment_moments and minplus_dp (spec
-// analytic_dpm.md §9). Thin by design: eps_stats is one block per (sample, tile), summing in fp32
+// analytic_dpm.md §9). Thin by design: eps_stats is one warp per (sample, tile), summing in fp32
 // (fp64 for fp64 inputs), plus one thread per (sample, column) for the fp64 tile partials,
 // segment_moments one thread per (timestep, entry), minplus_dp one launch per row k with a thread
 // per t. No floating-point atomics; every tree and
@@ -22,7 +22,7 @@ namespace {
 
 using namespace ::tigercore::dpm;
 
-constexpr int kThreads = 256;  // eps_stats: 1024-element tiles, four leaves a thread
+constexpr int kThreads = 256;  // eps_stats: eight warps, a tile each
 constexpr int kWarp = 32;
 
 unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
@@ -60,46 +60,54 @@ __device__ Terms<C> add(const Terms<C>& a, const Terms<C>& b) {
 }
 
 // [note: CUDA tile tree]
-// Block (row, tile) reduces a tile of T = min(1024, pow2(d)) terms by the reference's halving
-// tree in the compute type C ([note: reference trees]; --fmad=false keeps every product and sum
-// separately rounded): thread j first combines its leaves j + 256q (the tree's levels with
-// partner distance >= 256), the block halves the 256 (or T) values in shared memory down to 32,
-// and warp 0 finishes with shuffles (lane j adds lane j + h for h = 16, ..., 1: the same
-// pairs). The tile partial is converted to double (exact) for eps_rows_kernel. CUB's BlockReduce
-// would be as deterministic, but its tree differs from the reference's, so CPU and CUDA would
-// only agree to rounding; this one agrees bitwise.
+// One warp per tile of T = min(1024, pow2(d)) terms, eight consecutive tiles of the flattened
+// (row, tile) index per block, summed in the compute type C by the reference's tile tree ([note:
+// reference trees]; --fmad=false keeps every product and sum separately rounded). Lane l owns
+// column l of the tile's R = T/32 rows (R = 1 for T <= 32): it reads elements 32r + l, r < R (a
+// warp reads one 32-element row per step, coalesced) and sums them by column_sum<R>, which adds
+// the sums of the first and second R/2 rows, recursively: the balanced tree over the R rows in
+// order, i.e. the adjacent-pair row tree (row 2i + row 2i+1, level by level), acting lane by lane
+// (R is a template argument, so the values stay in registers). The warp then halves the lanes
+// with shuffles: lane i adds lane i + h for h = n/2, ..., 1 with n = min(T, 32) (starting at n/2,
+// not 16, so a T < 32 tile gets no extra +0.0, which could turn -0 into +0): the pairs of
+// halving_sum(a, n). Lane 0 writes the tile partial, converted to double (exact), for
+// eps_rows_kernel. CUB's WarpReduce/BlockReduce would be as deterministic, but their trees differ
+// from the reference's, so CPU and CUDA would only agree to rounding; this one agrees bitwise.
+constexpr int kTileWarps = kThreads / kWarp;  // tiles per block
+
+template <int R, typename C, typename S, bool kEps, bool kX0>
+__device__ Terms<C> column_sum(const S* eh, const S* e, const S* x, const S* xh, int64_t i, int64_t len) {
+  if constexpr (R == 1) return leaf<C, S, kEps, kX0>(eh, e, x, xh, i, len);
+  else return add(column_sum<R / 2, C, S, kEps, kX0>(eh, e, x, xh, i, len),
+                  column_sum<R / 2, C, S, kEps, kX0>(eh, e, x, xh, i + (R / 2) * kWarp, len));
+}
+
 template <typename C, typename S, bool kEps, bool kX0>
 __global__ void eps_tiles_kernel(EpsStatsCall c, double* partials, int64_t width) {
-  __shared__ C sh[kStatCols][kThreads];
-  const int64_t row = blockIdx.x / c.ntiles, tile = blockIdx.x % c.ntiles;
+  const int64_t id = int64_t(blockIdx.x) * kTileWarps + threadIdx.x / kWarp;  // warp-uniform
+  if (id >= c.rows * c.ntiles) return;  // whole warps leave: the shuffles below see all 32 lanes
+  const int64_t row = id / c.ntiles, tile = id % c.ntiles;
   const int64_t off = row * c.d + tile * c.tile;
   const int64_t len = c.d - tile * c.tile < c.tile ? c.d - tile * c.tile : c.tile;
   const S* eh = static_cast<const S*>(c.eps_pred) + off;
   const S* e = kEps ? static_cast<const S*>(c.eps) + off : nullptr;
   const S* x = kX0 ? static_cast<const S*>(c.x0) + off : nullptr;
   const S* xh = kX0 ? static_cast<const S*>(c.x0_pred) + off : nullptr;
-  const int j = threadIdx.x;
-  const int lanes = c.tile < kThreads ? int(c.tile) : kThreads;
-  Terms<C> t{};
-  if (j < lanes) {
-    const auto at = [&](int64_t i) { return leaf<C, S, kEps, kX0>(eh, e, x, xh, i, len); };
-    if (c.tile <= kThreads) t = at(j);
-    else if (c.tile == 2 * kThreads) t = add(at(j), at(j + kThreads));
-    else t = add(add(at(j), at(j + 2 * kThreads)), add(at(j + kThreads), at(j + 3 * kThreads)));
+  const int l = threadIdx.x % kWarp;
+  Terms<C> t;
+  switch (c.tile / kWarp) {  // R; T <= 32: one term per lane, +0.0 past the tile's end
+    case 32: t = column_sum<32, C, S, kEps, kX0>(eh, e, x, xh, l, len); break;
+    case 16: t = column_sum<16, C, S, kEps, kX0>(eh, e, x, xh, l, len); break;
+    case 8: t = column_sum<8, C, S, kEps, kX0>(eh, e, x, xh, l, len); break;
+    case 4: t = column_sum<4, C, S, kEps, kX0>(eh, e, x, xh, l, len); break;
+    case 2: t = column_sum<2, C, S, kEps, kX0>(eh, e, x, xh, l, len); break;
+    default: t = column_sum<1, C, S, kEps, kX0>(eh, e, x, xh, l, len); break;
   }
-  for (int col = 0; col < kStatCols; ++col) sh[col][j] = t.v[col];
-  __syncthreads();
-  for (int h = lanes / 2; h >= kWarp; h /= 2) {
-    if (j < h)
-      for (int col = 0; col < kStatCols; ++col) sh[col][j] = sh[col][j] + sh[col][j + h];
-    __syncthreads();
-  }
-  if (j >= kWarp) return;
-  const int n = lanes < kWarp ? lanes : kWarp;  // values left, in sh[col][0, n)
+  const int n = c.tile < kWarp ? int(c.tile) : kWarp;
   for (int col = 0; col < kStatCols; ++col) {
-    C v = j < n ? sh[col][j] : C(0);
+    C v = t.v[col];
     for (int h = n / 2; h > 0; h /= 2) v = v + __shfl_down_sync(0xffffffffu, v, h);
-    if (j == 0) partials[(row * kStatCols + col) * width + tile] = double(v);
+    if (l == 0) partials[(row * kStatCols + col) * width + tile] = double(v);
   }
 }
 
@@ -115,7 +123,7 @@ __global__ void eps_rows_kernel(EpsStatsCall c, double* partials, int64_t width,
 template <typename S>
 void launch_eps_tiles(const EpsStatsCall& c, double* partials, int64_t width, cudaStream_t stream) {
   using C = std::conditional_t<std::is_same_v<S, double>, double, float>;  // the compute type
-  const unsigned grid = unsigned(c.rows * c.ntiles);
+  const unsigned grid = unsigned((c.rows * c.ntiles + kTileWarps - 1) / kTileWarps);
   const bool eps = c.eps != nullptr, x0 = c.x0 != nullptr;
   if (eps && x0) eps_tiles_kernel<C, S, true, true><<<grid, kThreads, 0, stream>>>(c, partials, width);
   else if (eps) eps_tiles_kernel<C, S, true, false><<<grid, kThreads, 0, stream>>>(c, partials, width);

@@ -809,28 +809,50 @@ static void test_dpm_math() {
       for (double& x : a) x = value();
       std::vector<double> b = a;
       ok = ok && bits_of(dpm::halving_sum(b.data(), n)) == bits_of(halving_oracle(a));
-      if (n == 8) ok = ok && bits_of(dpm::halving8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])) == bits_of(halving_oracle(a));
     }
-  CHECK(ok, "halving_sum / halving8 differ from the bit-reversed split");
-  // eps_stats' fp32 tiles ([note: reference trees]): the float tree, and the two regroupings the
-  // CPU kernels use — halving8 for the first three levels, and tree = tree(even) + tree(odd).
+  CHECK(ok, "halving_sum differs from the bit-reversed split");
+  // eps_stats' fp32 tiles ([note: reference trees]): the tile tree against an oracle that splits
+  // the rows recursively (adjacent pairs = halves of the row sequence, lane by lane) and then
+  // halves the 32 lanes; and the regroupings the CPU kernels use: group sums of 8 rows combined
+  // by the same tree, the first lane level as a[0:16] + a[16:32], tree = tree(even) + tree(odd).
   ok = true;
-  bool split_ok = true;
+  bool split_ok = true, group_ok = true;
   for (int64_t n = 1; n <= 1024; n *= 2)
     for (int trial = 0; trial < 20; ++trial) {
-      std::vector<float> a(static_cast<size_t>(n)), even, odd;
+      std::vector<float> a(static_cast<size_t>(n));
       for (float& x : a) x = float(value());
+      if (trial % 4 == 0)  // signed zeros and exact cancellations
+        for (size_t i = 0; i < a.size(); ++i) a[i] = i % 3 == 0 ? -0.0f : i % 3 == 1 ? 0.0f : a[i];
+      const int64_t lanes = std::min<int64_t>(n, dpm::kEpsRow), rows = n / lanes;
+      const auto row_tree = [&](auto&& self, int64_t lo, int64_t m) -> std::vector<float> {
+        if (m == 1) return std::vector<float>(a.begin() + lo * lanes, a.begin() + (lo + 1) * lanes);
+        std::vector<float> l = self(self, lo, m / 2), r = self(self, lo + m / 2, m / 2);
+        for (int64_t i = 0; i < lanes; ++i) l[size_t(i)] = l[size_t(i)] + r[size_t(i)];
+        return l;
+      };
+      const std::vector<float> last = row_tree(row_tree, 0, rows);
+      const float want = halving_oracle(last);
       std::vector<float> b = a;
-      const float want = halving_oracle(a);
-      ok = ok && bits_of(double(dpm::halving_sum(b.data(), n))) == bits_of(double(want));
-      if (n == 8) ok = ok && bits_of(double(dpm::halving8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]))) == bits_of(double(want));
-      if (n >= 2) {
-        for (size_t i = 0; i < a.size(); ++i) (i % 2 ? odd : even).push_back(a[i]);
-        split_ok = split_ok && bits_of(double(halving_oracle(even) + halving_oracle(odd))) == bits_of(double(want));
+      ok = ok && bits_of(double(dpm::tile_tree_sum(b.data(), n))) == bits_of(double(want));
+      if (rows >= 16) {  // the 8-row group sums, then the tree of the groups
+        std::vector<float> groups;
+        for (int64_t g = 0; g < rows / 8; ++g) {
+          const std::vector<float> s = row_tree(row_tree, g * 8, 8);
+          groups.insert(groups.end(), s.begin(), s.end());
+        }
+        group_ok = group_ok && bits_of(double(dpm::tile_tree_sum(groups.data(), int64_t(groups.size())))) == bits_of(double(want));
+      }
+      if (lanes == 32) {
+        std::vector<float> folded(16), even, odd;
+        for (size_t i = 0; i < 16; ++i) folded[i] = last[i] + last[i + 16];
+        for (size_t i = 0; i < 32; ++i) (i % 2 ? odd : even).push_back(last[i]);
+        split_ok = split_ok && bits_of(double(halving_oracle(folded))) == bits_of(double(want)) &&
+                   bits_of(double(halving_oracle(even) + halving_oracle(odd))) == bits_of(double(want));
       }
     }
-  CHECK(ok, "float halving_sum / halving8 differ from the bit-reversed split");
-  CHECK(split_ok, "the float halving tree is not tree(even) + tree(odd)");
+  CHECK(ok, "tile_tree_sum differs from the recursive row split + lane halving");
+  CHECK(group_ok, "the tile tree is not the tree of its 8-row group sums");
+  CHECK(split_ok, "the 32-lane halving is not halving(a[0:16] + a[16:32]) and tree(even) + tree(odd)");
   {
     const float x = 1.0f + 3.0f * std::ldexp(1.0f, -13);  // x*x needs more than 24 bits
     const double xd = x;

@@ -24,6 +24,7 @@ __all__ = [
 #   z = Σ (ε−ε̂)²/d, w = Σ (x0−x̂0)²/d.
 EPS_STATS_COLUMNS = ("y", "c", "u", "z", "w")
 EPS_STATS_TILE = 1024     # leaf tile of the fixed reduction tree (power of two)
+EPS_STATS_ROW = 32        # a tile is summed as rows of this many lanes ([note: fixed reduction tree])
 SEGMENT_TILE = 64         # leaf tile of segment_moments' fixed reduction tree (power of two)
 
 
@@ -38,10 +39,13 @@ SEGMENT_TILE = 64         # leaf tile of segment_moments' fixed reduction tree (
 # the per-element terms are formed there with one rounding per operation, in this order: y = ê·ê,
 # c = e·e, u = (e−ê)·(e+ê), z = (e−ê)·(e−ê), w = (x0−x̂0)·(x0−x̂0) (torch's element-wise fp32 ops are
 # correctly rounded and never fused, so these are the IEEE values). A row is cut into tiles of
-# T = min(1024, pow2(d)) terms (the last one zero-padded), each tile is halved to one value in the
-# compute type, converted to float64 (exact), the row's partials (zero-padded to a power of two)
-# are halved in float64, then / d. Error in the fp32 type: the product (or difference, then
-# product) rounds 1–3 times by 2^-24 relative, the tile's halving tree 10 times, the fp64 levels
+# T = min(1024, pow2(d)) terms (the last one zero-padded). A tile is summed in the compute type in
+# address order, as a kernel streams it: viewed as T/32 rows of 32 lanes, adjacent rows are added
+# pairwise (row 2i + row 2i+1, lane by lane) down to one row, whose 32 lanes are then halved
+# (lane i + lane i+16, ..., i + 1); a tile shorter than 32 is halved directly. The tile sum is
+# converted to float64 (exact), the row's partials (zero-padded to a power of two) are halved in
+# float64, then / d. Error in the fp32 type: the product (or difference, then
+# product) rounds 1–3 times by 2^-24 relative, the tile tree 10 times (5 row and 5 lane levels), the fp64 levels
 # are negligible: |error| <= ~13·2^-24 (7.7e-7) of Σ|term| in the worst case, ~1e-7 typically
 # (random rounding errors); for y, c, z, w (non-negative terms) that is relative to the result.
 # fp16 inputs cannot overflow (65504² < 3.4e38), but |x| > 1.8e19 (bf16/fp32 only) squares to inf
@@ -65,15 +69,27 @@ def _pairwise_sum(x: Tensor, dim: int) -> Tensor:
     return x.squeeze(dim)
 
 
+def _tile_sum(x: Tensor) -> Tensor:
+    """Sum over the last dim (a power of two T) by the tile tree: for T > EPS_STATS_ROW, rows of
+    EPS_STATS_ROW lanes are added in adjacent pairs down to one row; then its lanes are halved."""
+    t = x.shape[-1]
+    if t > EPS_STATS_ROW:
+        x = x.reshape(*x.shape[:-1], t // EPS_STATS_ROW, EPS_STATS_ROW)
+        while x.shape[-2] > 1:
+            x = x[..., 0::2, :] + x[..., 1::2, :]
+        x = x.squeeze(-2)
+    return _pairwise_sum(x, -1)
+
+
 def _row_sum(x: Tensor) -> Tensor:
-    """Deterministic float64 sum of a [B, D] tensor over D: tiles of EPS_STATS_TILE halved in x's
-    dtype (the compute type), the tile partials converted to float64 and halved there."""
+    """Deterministic float64 sum of a [B, D] tensor over D: tiles of EPS_STATS_TILE summed in x's
+    dtype (the compute type) by _tile_sum, the tile partials converted to float64 and halved there."""
     b, d = x.shape
     tile = min(EPS_STATS_TILE, _pow2_at_least(d))
     ntiles = -(-d // tile)
     if ntiles * tile != d:
         x = torch.cat([x, x.new_zeros(b, ntiles * tile - d)], 1)
-    partial = _pairwise_sum(x.reshape(b, ntiles, tile), 2).to(torch.float64)   # [B, ntiles], exact
+    partial = _tile_sum(x.reshape(b, ntiles, tile)).to(torch.float64)   # [B, ntiles], exact
     return _pairwise_sum(partial, 1)
 
 

@@ -16,22 +16,29 @@ constexpr int64_t kEpsTile = 1024;    // reference EPS_STATS_TILE
 constexpr int64_t kSegmentTile = 64;  // reference SEGMENT_TILE
 
 // [note: reference trees]
-// The reference sums with balanced halving trees: a power-of-two array a[0..n) becomes
-// a[i] + a[i + n/2] (i < n/2), repeatedly, down to one value; shorter inputs are zero-padded
-// (+0.0 is exact). eps_stats ([note: fixed reduction tree] in tigercore/reference/dpm.py): every
-// element is upcast to the compute type C — float for fp16/bf16/fp32 inputs, double for fp64
-// (eps_compute_double) — and the terms are formed in C with one rounding per operation in the
-// order of sq/u_term/z_term below (builds use -ffp-contract=off / --fmad=false: no fma). Each row
-// is cut into tiles of T = min(1024, pow2(d)) terms (the last tile padded), each tile is halved to
-// one value in C, converted to double (exact), and the partials of a row (padded to a power of
+// The reference sums with balanced trees built from element-wise adds. The halving tree of a
+// power-of-two array a[0..n) replaces it by a[i] + a[i + n/2] (i < n/2), repeatedly, down to one
+// value; shorter inputs are zero-padded (+0.0 is exact). eps_stats ([note: fixed reduction tree]
+// in tigercore/reference/dpm.py): every element is upcast to the compute type C — float for
+// fp16/bf16/fp32 inputs, double for fp64 (eps_compute_double) — and the terms are formed in C with
+// one rounding per operation in the order of sq/u_term/z_term below (builds use -ffp-contract=off
+// / --fmad=false: no fma). Each row is cut into tiles of T = min(1024, pow2(d)) terms (the last
+// tile padded). A tile is summed in C by the tile tree, which reads it in address order: for
+// T > 32 it is R = T/32 rows of kEpsRow = 32 lanes, and adjacent rows are added pairwise, lane by
+// lane (row 2i + row 2i+1), down to one row; the 32 lanes (or the T < 32 terms) are then halved.
+// The tile sum is converted to double (exact), and the partials of a row (padded to a power of
 // two) are halved in double; then / d. Error for C = float: ~13·2^-24 of Σ|term| at worst (10
 // tree levels, up to 3 roundings in a term), stated in the reference's note. Native kernels
 // evaluate exactly these trees, so they agree with the reference bitwise, for any thread count,
-// block count or batch split. Two identities let them regroup the work without changing a bit:
-//   halving(a, n) = halving of the n/8 values R_j = halving8(a_j, a_j+s, ..., a_j+7s), s = n/8
-//     (the first three levels, read as eight streams), and
+// block count or batch split. Identities that let them regroup the work without changing a bit:
+//   the row levels act lane by lane, so the 32 lanes of a row may sit in registers in any layout;
+//   the row tree of R rows = the row tree of the R/G sums of G consecutive rows (G | R, both
+//     powers of two): a kernel sums groups of rows in registers and combines the group sums as a
+//     binary counter (tile_tree_sum below is the plain statement);
+//   halving(a, 32) = halving(a[0:16] + a[16:32], 16)  (its first level), and
 //   halving(a, n) = halving(a[0::2], n/2) + halving(a[1::2], n/2) for n >= 2
 //     (the last level adds the tree of the even-indexed elements to that of the odd ones).
+constexpr int64_t kEpsRow = 32;
 
 TC_FN int64_t pow2_at_least(int64_t n) {
   int64_t p = 1;
@@ -52,11 +59,17 @@ TC_FN T halving_sum(T* a, int64_t n) {
   return a[0];
 }
 
-// The first three halving levels of 8·S values, for one i < S: s_q = p[i + q·S]. T is a scalar or
-// a CPU vector (the same operations lane by lane).
+// In-place tile tree of a[0..t), t a power of two ([note: reference trees]): for t > kEpsRow the
+// rows [32r, 32r + 32) are added in adjacent pairs (row 2i + row 2i+1 into row i) down to row 0;
+// then the first min(t, 32) values are halved.
 template <typename T>
-TC_FN T halving8(T s0, T s1, T s2, T s3, T s4, T s5, T s6, T s7) {
-  return ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7));
+TC_FN T tile_tree_sum(T* a, int64_t t) {
+  if (t <= kEpsRow) return halving_sum(a, t);
+  for (int64_t rows = t / kEpsRow; rows > 1; rows /= 2)
+    for (int64_t i = 0; i < rows / 2; ++i)
+      for (int64_t l = 0; l < kEpsRow; ++l)
+        a[i * kEpsRow + l] = a[2 * i * kEpsRow + l] + a[(2 * i + 1) * kEpsRow + l];
+  return halving_sum(a, kEpsRow);
 }
 
 // Per-element terms in the compute type, from upcast inputs, in the reference's operation order.
