@@ -35,28 +35,40 @@ def flush_caches(nbytes: int = 96 << 20) -> None:
 def time_it(fn, reps: int, cold: bool) -> dict:
     """Best and median wall time of fn over reps calls (after one warm-up), the cache flushed
     before each call if cold. The best is the capability measure on a shared machine."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if cold:
-            flush_caches()
-        t0 = time.perf_counter()
+    return time_round_robin({"fn": fn}, reps, cold)["fn"]
+
+
+def time_round_robin(fns: dict, reps: int, cold: bool) -> dict:
+    """time_it for several functions at once, called in turn within each round, so that all of them
+    see the same minutes of this shared machine's bandwidth (which swings up to 2x between
+    minutes): ratios between them are then ratios of the same conditions."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return {"best": min(times), "median": statistics.median(times)}
+    times: dict = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            if cold:
+                flush_caches()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"best": min(t), "median": statistics.median(t)} for name, t in times.items()}
 
 
-def read_bandwidth(nbytes: int, reps: int = 15, cold: bool = True) -> dict:
-    """Read-only bandwidth over nbytes: the fastest of a few kernels that read every byte once and do
-    almost no arithmetic (torch count_nonzero / amax / sum at the current thread count, and numpy's
-    single-threaded max and bitwise-or reduction, which stay fast when a neighbour holds a core)."""
+def read_kernels(nbytes: int) -> dict:
+    """Read-only kernels over nbytes that read every byte once and do almost no arithmetic (torch
+    count_nonzero / amax / sum at the current thread count, and numpy's single-threaded max and
+    bitwise-or reduction, which stay fast when a neighbour holds a core)."""
     x = torch.randn(nbytes // 4)
     xi, xn = x.view(torch.int32), x.numpy()
     xu = xn.view(np.uint64)
-    kernels = {"torch.count_nonzero": lambda: torch.count_nonzero(xi), "torch.amax": lambda: x.amax(),
-               "torch.sum": lambda: x.sum(), "numpy.max": lambda: xn.max(),
-               "numpy.bitwise_or.reduce": lambda: np.bitwise_or.reduce(xu)}
-    res = {name: nbytes / time_it(fn, reps, cold)["best"] / 1e9 for name, fn in kernels.items()}
+    return {"torch.count_nonzero": lambda: torch.count_nonzero(xi), "torch.amax": lambda: x.amax(),
+            "torch.sum": lambda: x.sum(), "numpy.max": lambda: xn.max(),
+            "numpy.bitwise_or.reduce": lambda: np.bitwise_or.reduce(xu)}
+
+
+def _read_result(nbytes: int, times: dict) -> dict:
+    res = {name: nbytes / t["best"] / 1e9 for name, t in times.items()}
     best = max(res, key=res.get)
     return {"GBps": res[best], "kernel": best, "all": res}
 
@@ -64,7 +76,8 @@ def read_bandwidth(nbytes: int, reps: int = 15, cold: bool = True) -> dict:
 def bench_reduction(B: int, d: int, dtype=torch.bfloat16, num_steps: int = 1000, reps: int = 15,
                     cold: bool = True, with_eps: bool = False) -> dict:
     """eps_stats alone and eps_stats + segment_moments (the estimator's per-batch work) against the
-    torch baseline eps.float().pow(2).mean(1) + index_add_ (y only), all reading the same inputs."""
+    torch baseline eps.float().pow(2).mean(1) + index_add_ (y only), all reading the same inputs,
+    and the read bandwidth over as many bytes ("read"), all timed round-robin in the same rounds."""
     g = torch.Generator().manual_seed(0)
     eps_pred = torch.randn(B, d, generator=g).to(dtype)
     eps = torch.randn(B, d, generator=g).to(dtype) if with_eps else None
@@ -83,9 +96,13 @@ def bench_reduction(B: int, d: int, dtype=torch.bfloat16, num_steps: int = 1000,
 
     out = {"shape": f"{B}x{d}", "dtype": str(dtype).replace("torch.", ""), "inputs": "eps_pred, eps" if with_eps
            else "eps_pred", "MB": nbytes / 2**20, "cold": cold}
-    for name, fn in (("eps_stats", stats), ("eps_stats+segment_moments", pipeline), ("torch baseline", baseline)):
-        t = time_it(fn, reps, cold)
+    ours = {"eps_stats": stats, "eps_stats+segment_moments": pipeline, "torch baseline": baseline}
+    reads = read_kernels(nbytes)
+    times = time_round_robin({**ours, **reads}, reps, cold)
+    for name in ours:
+        t = times[name]
         out[name] = {"ms": t["best"] * 1e3, "median_ms": t["median"] * 1e3, "GBps": nbytes / t["best"] / 1e9}
+    out["read"] = _read_result(nbytes, {name: times[name] for name in reads})
     return out
 
 
@@ -148,7 +165,6 @@ def _reduction_rows(reps: int, threads: list) -> list:
             for with_eps in (False, True):
                 for cold in (True, False):
                     r = bench_reduction(B, d, reps=reps, cold=cold, with_eps=with_eps)
-                    r["read"] = read_bandwidth(int(r["MB"] * 2**20), reps, cold)
                     r["threads"] = nt
                     rows.append(r)
     return rows
@@ -156,7 +172,8 @@ def _reduction_rows(reps: int, threads: list) -> list:
 
 def _print_reduction(rows: list) -> None:
     print("\neps_stats on bf16: GB/s of inputs read, best of reps; 'read' = the fastest read-only kernel on the")
-    print("same bytes and threads (cold: last-level cache flushed before each call; warm: 24 MB stay in L3)")
+    print("same bytes and threads, timed in the same rounds (cold: last-level cache flushed before each call;")
+    print("warm: 24 MB stay in L3)")
     print(f"{'thr':>3} {'shape':>10} {'inputs':>13} {'cache':>5} {'read':>6} {'eps_stats':>9} {'x read':>6} "
           f"{'+seg_mom':>8} {'torch':>6} {'x torch':>7}")
     for r in rows:
@@ -210,7 +227,6 @@ def run_default(device: str = "cpu", read_gbps: float | None = None, full: bool 
     rows = []
     for B, d in ((4096, 3072), (64, 196_608)):
         r = bench_reduction(B, d, reps=5, cold=True)
-        r["read"] = read_bandwidth(int(r["MB"] * 2**20), 5, True)
         r["threads"] = torch.get_num_threads()
         rows.append(r)
     dps = [bench_dp(1000, 100, reps=3)] + ([bench_dp(4000, 1000)] if full else [])
