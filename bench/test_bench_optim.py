@@ -10,7 +10,8 @@ NUMEL = 1 << 22
 
 
 def _cands():
-    return {c.name: c for c in bo.candidates(precision="master", include_reference=False, include_peers=True)}
+    return {c.name: c for c in bo.candidates(precision="master", include_reference=False, include_peers=True,
+                                                low_precision=True)}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

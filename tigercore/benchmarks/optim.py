@@ -18,7 +18,8 @@ from .timing import measure, transient_bytes
 
 # ---- baselines --------------------------------------------------------------------------------
 class ForeachLion(torch.optim.Optimizer):
-    """Lion with torch._foreach ops (allocates the interpolated direction)."""
+    """Lion with torch._foreach ops (allocates the interpolated direction); momentum in the params'
+    dtype (the foreach ops take one dtype per call)."""
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
@@ -38,18 +39,27 @@ class ForeachLion(torch.optim.Optimizer):
 
 
 def _lion_tensor_step(p, g, m, lr: float, b1: float, b2: float, wd: float):
-    # written out of place and copied back, the form inductor fuses into one loop per tensor
+    # written out of place and copied back, the form inductor fuses into one loop per tensor; the
+    # arithmetic is in m's dtype (fp32 momentum for bf16/fp16 params: upcast, then rounded back)
+    g = g.to(m.dtype)
     c = m * b1 + g * (1 - b1)
-    p.copy_(p * (1 - lr * wd) - lr * torch.sign(c))
+    p.copy_(p.to(m.dtype) * (1 - lr * wd) - lr * torch.sign(c))
     m.copy_(m * b2 + g * (1 - b2))
 
 
 class CompiledLion(torch.optim.Optimizer):
-    """The plain-torch Lion step, torch.compile'd (fullgraph) over the whole parameter list."""
+    """The plain-torch Lion step, torch.compile'd (fullgraph) over the whole parameter list, with
+    momentum in float32 (or the params' dtype if wider) — the benchmark's "fp32 momentum"
+    configuration, the same state tigercore keeps — or in ``momentum_dtype`` if given."""
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, momentum_dtype=None):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+        self._momentum_dtype = momentum_dtype
         self._compiled = torch.compile(self._step_all, fullgraph=True, dynamic=False)
+
+    def _momentum(self, p):
+        dt = self._momentum_dtype or (p.dtype if p.dtype == torch.float64 else torch.float32)
+        return self.state[p].setdefault("exp_avg", torch.zeros_like(p, dtype=dt))
 
     @staticmethod
     def _step_all(ps, gs, ms, lr: float, b1: float, b2: float, wd: float):
@@ -60,7 +70,7 @@ class CompiledLion(torch.optim.Optimizer):
     def step(self):
         for group in self.param_groups:
             ps = [p for p in group["params"] if p.grad is not None]
-            ms = [self.state[p].setdefault("exp_avg", torch.zeros_like(p)) for p in ps]
+            ms = [self._momentum(p) for p in ps]
             b1, b2 = group["betas"]
             self._compiled(ps, [p.grad for p in ps], ms, group["lr"], b1, b2, group["weight_decay"])
 
@@ -101,13 +111,18 @@ class Candidate:
 
 
 def candidates(precision: str = "master", include_reference: bool = False, include_compiled: bool = True,
-               include_peers: bool = True) -> list[Candidate]:
+               include_peers: bool = True, low_precision: bool = False) -> list[Candidate]:
     lr, betas, wd = 1e-4, (0.9, 0.99), 0.1
     c = [Candidate("tigercore Lion", lambda ps: tc_optim.Lion(ps, lr=lr, betas=betas, weight_decay=wd,
                                                                 precision=precision)),
          Candidate("tigercore Tiger", lambda ps: tc_optim.Tiger(ps, lr=1e-3, precision=precision), "tiger"),
          Candidate("tigercore Tiger (no guard)", lambda ps: tc_optim.Tiger(ps, lr=1e-3, precision=precision,
                                                                              nonfinite_guard=False), "tiger")]
+    if low_precision and precision != "none":
+        # bf16/fp16 params: the same work as the compiled Lion (fp32 momentum, no master copy and no
+        # rounding fix, 14 B a parameter for bf16), for a like-for-like ratio
+        c.insert(1, Candidate("tigercore Lion (precision=none)", lambda ps: tc_optim.Lion(
+            ps, lr=lr, betas=betas, weight_decay=wd, precision="none")))
     if include_reference:
         c.append(Candidate("reference Lion", lambda ps: tc_optim.Lion(ps, lr=lr, betas=betas, weight_decay=wd,
                                                                       precision=precision, backend="reference"),

@@ -74,7 +74,8 @@ def run(args) -> int:
                         cands = bo.candidates(precision=mode if mode != "-" else "master",
                                               include_reference=small and dtype == torch.float32,
                                               include_compiled=not args.no_compile and not first,
-                                              include_peers=not args.no_peers and not first)
+                                              include_peers=not args.no_peers and not first,
+                                              low_precision=dtype != torch.float32 and not first)
                         if first:  # other precision modes: tigercore only
                             cands = [cd for cd in cands if cd.name.startswith("tigercore")]
                         rows = [bo.run_candidate(cd, params, device, repeats=args.repeats if "reference" not in cd.name else 1)
