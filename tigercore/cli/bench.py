@@ -87,9 +87,15 @@ def run(args) -> int:
                         title = (f"{set_name} ({n / 1e6:.1f}M params), {str(dtype)[6:]} params, fp32 momentum"
                                  + (f", precision={mode}" if mode != "-" else "") + f", {nt} thread(s); "
                                  f"axpy ceiling {local['axpy']:.1f} GB/s")
-                        print(report.format_table(title, rows) + "\n")
+                        same = bo.lion_vs_axpy(params, mode if mode != "-" else "master") if device == "cpu" else None
+                        print(report.format_table(title, rows))
+                        if same:
+                            print(f"tigercore Lion {same['lion_gbps']:.1f} GB/s against the in-place axpy's "
+                                  f"{same['axpy_gbps']:.1f} GB/s timed in the same rounds: {same['ratio']:.0%}")
+                        print()
                         result["optim"].append({"title": title, "shapes": set_name, "dtype": str(dtype),
-                                                "precision": mode, "threads": nt, "ceilings": local, "rows": rows})
+                                                "precision": mode, "threads": nt, "ceilings": local, "rows": rows,
+                                                "lion_vs_axpy_same_rounds": same})
                         del params
         torch.set_num_threads(threads[-1])
         if not args.no_dpm:
