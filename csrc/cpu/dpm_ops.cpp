@@ -106,9 +106,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> segment_moments_cpu(const at::Ten
       const double* xs = x + first[n] * k;
       for (int64_t i = 0; i < k; ++i)
         m[n * k + i] = segment_tree_sum(SegmentColumn{xs, k, i}, cnt, p.levels, scratch.data()) / double(cnt);
+      // (x_i − m_i)(x_j − m_j) and (x_j − m_j)(x_i − m_i) are the same rounded products (fp
+      // multiplication commutes), summed by the same tree: the matrix is symmetric bit for bit
+      // (NaN payloads aside: with two different NaNs in a row, x86 keeps the first operand's).
       for (int64_t i = 0; i < k; ++i)
-        for (int64_t j = 0; j < k; ++j)
-          cm[(n * k + i) * k + j] = segment_tree_sum(SegmentProduct{xs, m + n * k, k, i, j}, cnt, p.levels, scratch.data());
+        for (int64_t j = i; j < k; ++j)
+          cm[(n * k + i) * k + j] = cm[(n * k + j) * k + i] =
+              segment_tree_sum(SegmentProduct{xs, m + n * k, k, i, j}, cnt, p.levels, scratch.data());
     }
   });
   return {p.count.to(at::kDouble), mean, com};
