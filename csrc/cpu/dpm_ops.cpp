@@ -65,7 +65,7 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   // hardware prefetchers follow. With 16 K (the first choice) the two threads' grabs interleaved
   // in memory and two threads read no faster than one (bf16 64 x 196,608 cold: 15 GB/s on two
   // threads against 18 on one; 24 GB/s with 256 K grabs).
-  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 18) / c.tile);  // 16 K elements a chunk
+  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 18) / c.tile);  // 256 K elements a chunk
   parallel_chunks(items, chunk, c.rows * c.d, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials); });
   // Second level of the tree: the tile partials of a row, zero-padded to a power of two.
   const int64_t width = pow2_at_least(c.ntiles);
