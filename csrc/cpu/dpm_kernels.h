@@ -124,12 +124,15 @@ TC_FORCEINLINE V add_via_fma(const V& a, const V& b) {
 // summed by the tile tree of [note: reference trees]: the rows of a group of up to 8 are added in
 // adjacent pairs in registers (group<G>: the left half's sum is finished before the right half is
 // read), and the group sums of a 16- or 32-row tile likewise (the row tree of R rows is the tree
-// of its groups' sums). The hardware prefetchers follow this single forward stream with no help.
-// Measured (standalone loop, bf16 24 MB, one thread, the same arithmetic): ~9 GB/s when the
-// whole tile was one unrolled expression (GCC scheduled its loads out of address order), ~32
-// GB/s with the groups read in order, against ~30 GB/s for a plain sum of squares with eight
-// accumulators. The previous layout (tile halves as eight strided streams, each tile prefetched
-// in software) reached ~17 GB/s in the kernel.
+// of its groups' sums, combined as a binary counter in rows()). Within a group, one lane set
+// (bf16's even or odd elements, or one register of a row) is summed after the other, so that
+// only one lane set's partial sums are live (group_all). The hardware prefetchers follow this
+// single forward stream with no help (software prefetching ahead, 0.5-4 KB, measured no better).
+// Measured (a standalone loop over this header, bf16 4096 x 3072, one thread): ~9 GB/s when the
+// whole tile was one unrolled expression (GCC scheduled its loads out of address order and
+// spilled), ~37 GB/s for eps_pred and ~21 GB/s with eps once the groups were a loop, ~24 GB/s
+// with eps from L2 once the lane sets were separated (the arithmetic limit); the previous layout
+// (tile halves as eight strided streams, each tile prefetched in software) reached ~17 GB/s.
 
 // GCC cannot see that scalar() writes buf[0, tile) before the halving sum reads exactly that range;
 // zero-filling it for its sake would double the stores.
@@ -156,7 +159,7 @@ struct EpsTile {
   // 256-bit FADD and two FMUL/FMA pipes). The tree additions of c and z go through add_via_fma
   // instead, which balances the two kinds (measured: ~0.65 -> ~0.9 of read bandwidth with eps,
   // bf16, one thread, on the previous tile layout). Same bits either way.
-  static constexpr bool on_fma_pipe(int slot) { return column_of(slot) == kC || column_of(slot) == kZ; }
+  static constexpr bool on_fma_pipe(int c) { return column_of(c) == kC || column_of(c) == kZ; }
 
   // The terms of a row (or a lane-wise sum of rows): one vector per (column slot, part, load of
   // the row), flat, so that every index is a constant once for_each is expanded and GCC keeps
