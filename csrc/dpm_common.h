@@ -110,22 +110,9 @@ struct SegmentPlan {
   int levels = 0;            // [note: segment tree]
 };
 
-// The permutation that sorts CPU timesteps (int64, all in 1..num_steps) stably: a counting sort,
-// O(B + N). at::sort's stable sort took ~180 us for 4096 samples, a fifth of a segment_moments call.
-inline at::Tensor stable_order_cpu(const at::Tensor& ts, int64_t num_steps) {
-  const at::Tensor t = ts.contiguous();
-  const int64_t rows = t.size(0);
-  const int64_t* v = t.const_data_ptr<int64_t>();
-  std::vector<int64_t> next(size_t(num_steps + 2), 0);
-  for (int64_t i = 0; i < rows; ++i) ++next[size_t(v[i]) + 1];
-  for (size_t n = 1; n < next.size(); ++n) next[n] += next[n - 1];  // next[n]: first slot of timestep n
-  at::Tensor order = at::empty({rows}, t.options());
-  int64_t* o = order.mutable_data_ptr<int64_t>();
-  for (int64_t i = 0; i < rows; ++i) o[next[size_t(v[i])]++] = i;
-  return order;
-}
-
-inline SegmentPlan plan_segments(const at::Tensor& stats, const at::Tensor& timesteps, int64_t num_steps) {
+// The checks of segment_moments' inputs that need no pass over the data, and the range check of
+// the timesteps, whose bounds each backend finds its own way.
+inline void check_segment_inputs(const at::Tensor& stats, const at::Tensor& timesteps, int64_t num_steps) {
   check_floating("segment_moments", "stats", stats);
   TORCH_CHECK_VALUE(stats.dim() == 2, "tigercore::segment_moments: stats must be [B, k], got shape ", stats.sizes());
   const at::ScalarType ts_type = timesteps.scalar_type();
@@ -135,17 +122,24 @@ inline SegmentPlan plan_segments(const at::Tensor& stats, const at::Tensor& time
   TORCH_CHECK_VALUE(timesteps.dim() == 1 && timesteps.size(0) == rows, "tigercore::segment_moments: timesteps must be [B] = [",
                     rows, "], got shape ", timesteps.sizes());
   TORCH_CHECK_VALUE(num_steps >= 0, "tigercore::segment_moments: num_steps must be >= 0, got ", num_steps);
+}
+
+inline void check_segment_range(int64_t lo, int64_t hi, int64_t num_steps) {
+  TORCH_CHECK_VALUE(lo >= 1 && hi <= num_steps, "tigercore::segment_moments: timesteps must lie in 1..", num_steps,
+                    ", got range [", lo, ", ", hi, "]");
+}
+
+// The plan with tensor ops on the inputs' device (the CUDA entry; the CPU entry builds the same
+// plan in one host pass, plan_segments_host in csrc/cpu/dpm_ops.cpp).
+inline SegmentPlan plan_segments(const at::Tensor& stats, const at::Tensor& timesteps, int64_t num_steps) {
+  check_segment_inputs(stats, timesteps, num_steps);
+  const int64_t rows = stats.size(0);
   const at::Tensor ts = timesteps.to(stats.device(), at::kLong);
-  if (rows > 0) {
-    const int64_t lo = ts.min().item<int64_t>(), hi = ts.max().item<int64_t>();
-    TORCH_CHECK_VALUE(lo >= 1 && hi <= num_steps, "tigercore::segment_moments: timesteps must lie in 1..", num_steps,
-                      ", got range [", lo, ", ", hi, "]");
-  }
+  if (rows > 0) check_segment_range(ts.min().item<int64_t>(), ts.max().item<int64_t>(), num_steps);
   SegmentPlan p;
   p.k = stats.size(1);
   p.nseg = num_steps + 1;
-  const at::Tensor order = ts.is_cpu() ? stable_order_cpu(ts, num_steps)
-                                       : std::get<1>(at::sort(ts, /*stable=*/true, 0, /*descending=*/false));
+  const at::Tensor order = std::get<1>(at::sort(ts, /*stable=*/true, 0, /*descending=*/false));
   p.x = stats.index_select(0, order).to(at::kDouble).contiguous();
   p.count = at::bincount(ts, {}, p.nseg).to(at::kLong);
   p.first = p.count.cumsum(0) - p.count;

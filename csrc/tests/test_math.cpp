@@ -893,6 +893,13 @@ static void test_dpm_math() {
       ok = ok && bits_of(got) == bits_of(segment_oracle(rows, levels));
     }
   }
+  for (double v : {-0.0, 0.0, 1.5, -2.25, double(NAN), double(INFINITY)})  // the single-row shortcut
+    for (int levels = 0; levels <= 3; ++levels) {
+      const std::vector<double> rows{v};
+      double scratch[1];
+      const double got = dpm::segment_tree_sum([&](int64_t) { return v; }, 1, levels, scratch);
+      ok = ok && bits_of(got) == bits_of(segment_oracle(rows, levels));
+    }
   CHECK(ok, "segment_tree_sum differs from the literal 64-padded simulation");
   double best = INFINITY;
   int64_t arg = -1;

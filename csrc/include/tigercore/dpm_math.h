@@ -126,6 +126,10 @@ template <typename Rows>
 TC_FN double segment_tree_sum(const Rows& rows, int64_t n, int levels, double* scratch) {
   if (n == 0) return 0.0;
   if (levels == 0) return rows(0);
+  // A single row passes through every level as the 64-wide tree of one value, i.e. + 0.0 each
+  // time, which is idempotent ((v + 0) + 0 == v + 0 bitwise: only -0 changes, to +0). The common
+  // case when a batch spreads over many timesteps; it skips the buffers.
+  if (n == 1) return rows(0) + 0.0;
   double buf[kSegmentTile];
   int64_t r = n;
   for (int level = 1; level <= levels; ++level) {
