@@ -8,14 +8,27 @@ import torch
 from .timing import measure
 
 
+class Axpy:
+    """The in-place axpy x += a·y over numel fp32 (12 B an element) as a .step(), so that it can be
+    timed round by round beside an optimizer (benchmarks.optim.lion_vs_axpy)."""
+
+    def __init__(self, numel: int = 1 << 26, device: str = "cpu"):
+        self.x = torch.randn(numel, device=device)
+        self.y = torch.randn(numel, device=device)
+        self.nbytes = 12 * numel
+
+    def step(self):
+        self.x.add_(self.y, alpha=1e-12)
+
+
 def ceilings(numel: int = 1 << 26, device: str = "cpu", repeats: int = 10) -> dict:
-    x = torch.randn(numel, device=device)
-    y = torch.randn(numel, device=device)
+    axpy = Axpy(numel, device)
+    x, y = axpy.x, axpy.y
     out = {}
     t = measure(lambda: y.copy_(x), device, repeats)["median_s"]
     out["copy"] = 8 * numel / t / 1e9
-    t = measure(lambda: x.add_(y, alpha=1e-12), device, repeats)["median_s"]
-    out["axpy"] = 12 * numel / t / 1e9
+    t = measure(axpy.step, device, repeats)["median_s"]
+    out["axpy"] = axpy.nbytes / t / 1e9
     t = measure(lambda: x.amax(), device, repeats)["median_s"]
     out["read"] = 4 * numel / t / 1e9
     return out

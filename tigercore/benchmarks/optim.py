@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import optim as tc_optim
+from .ceilings import Axpy
 from .timing import interleaved_step_ms, measure, transient_bytes
 
 
@@ -177,25 +178,13 @@ def run_candidate(cand: Candidate, params, device="cpu", repeats=5) -> dict:
         return {"name": cand.name, "family": cand.family, "baseline": cand.baseline, "error": f"{type(e).__name__}: {e}"[:200]}
 
 
-class _Axpy:
-    """The in-place axpy ceiling kernel (x += a·y over numel fp32, 12 B an element) as a .step()."""
-
-    def __init__(self, numel: int, device: str = "cpu"):
-        self.x = torch.randn(numel, device=device)
-        self.y = torch.randn(numel, device=device)
-        self.nbytes = 12 * numel
-
-    def step(self):
-        self.x.add_(self.y, alpha=1e-12)
-
-
 def lion_vs_axpy(params, precision: str = "master", rounds: int = 7, numel: int = 1 << 26) -> dict:
     """tigercore Lion's GB/s over the in-place axpy's, the two timed round by round (one step of
     each per round, medians), so that this shared machine's minute-to-minute bandwidth swings hit
     both alike. CPU only; the ratio the issue-3 target (>= 0.9) is about."""
     opt = tc_optim.Lion(params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1, precision=precision)
     opt.step()
-    axpy = _Axpy(numel)
+    axpy = Axpy(numel)
     ms = interleaved_step_ms({"lion": opt, "axpy": axpy}, rounds)
     lion_gbps = bytes_moved([(p, opt.state[p]) for p in params]) / ms["lion"] / 1e6
     axpy_gbps = axpy.nbytes / ms["axpy"] / 1e6
