@@ -58,10 +58,10 @@ def test_stochastic_unbiased_after_100_steps(backend):
 def test_one_step_half_ulp(backend):
     for precision, want_param, want_master in (("none", 0.5, None), ("master", 0.5, 0.49990001)):
         p = torch.nn.Parameter(torch.tensor([0.5], dtype=BF16))
-        opt = Lion([p], lr=1e-4, precision=precision, backend=backend)
+        with pytest.warns(UserWarning, match="round-to-nearest") if precision == "none" else _nullcontext():
+            opt = Lion([p], lr=1e-4, precision=precision, backend=backend)  # warned when the parameter is added
         p.grad = torch.tensor([1.0], dtype=BF16)
-        with pytest.warns(UserWarning) if precision == "none" else _nullcontext():
-            opt.step()
+        opt.step()
         assert p.item() == want_param
         if want_master is not None:
             assert opt.state[p]["master_param"].item() == pytest.approx(want_master, abs=1e-8)

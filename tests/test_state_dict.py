@@ -46,6 +46,8 @@ def test_round_trip_reproduces_next_step(backend, opt_name, dtype, precision):
     opt2.load_state_dict(saved["opt"])
     for p, p2 in zip(model.parameters(), model2.parameters()):
         for key, val in opt.state[p].items():
+            if key in ("param_stamp", "sumsq"):  # derived from the parameters, not saved
+                continue
             assert opt2.state[p2][key].dtype == val.dtype, key
             assert torch.equal(opt2.state[p2][key], val), key
     for s in (3, 4):

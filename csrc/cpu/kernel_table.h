@@ -4,19 +4,19 @@
 // time, for both tables (TIGERCORE_CPU_ISA overrides).
 #pragma once
 #include "tigercore/dpm_math.h"
-#include "tigercore/params.h"
+#include "tigercore/step_desc.h"
 
 namespace tigercore {
 namespace cpu {
 
 struct KernelTable {
   const char* isa;
-  // Lion/Tiger update of elements [begin, end) of one tensor. With t.want_sumsq (Tiger K/E), the
-  // sum of squares of the new working values is returned (K) or written per row to row_sums (E;
-  // [begin, end) then covers whole rows), exactly as sum_squares would compute it afterwards.
-  double (*sign_step)(const SignStepCall& call, const SignStepTensor& t, int64_t begin, int64_t end,
-                      double* row_sums);
-  // Sum of squares in float64 of elements [begin, end) (eight fixed lanes, then in order).
+  // Lion/Tiger update of elements [begin, end) of one tensor. Tiger returns the sum of squares of
+  // the new working values of what it wrote (K; [note: carried sums]) and, with row_sums (E;
+  // [begin, end) then covers whole rows), writes it per row, exactly as sum_squares would
+  // compute it afterwards.
+  double (*sign_step)(const StepCall& call, const StepTensor& t, int64_t begin, int64_t end, double* row_sums);
+  // Sum of squares in float64 of elements [begin, end) ([note: deterministic sum of squares]).
   double (*sum_squares)(DType dtype, const void* data, int64_t begin, int64_t end);
   // True iff every g / grad_scale (or g) in [begin, end) is finite.
   bool (*all_finite)(DType dtype, const void* data, int64_t begin, int64_t end, bool has_scale,

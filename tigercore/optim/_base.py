@@ -1,33 +1,60 @@
-"""Machinery shared by Lion and Tiger: state layout, precision modes, GradScaler protocol,
-backend routing, and a state_dict loader that keeps every state tensor's own dtype.
+"""Machinery shared by Lion and Tiger: state layout, precision modes, external writes, the
+GradScaler protocol, all-or-nothing validation, backend routing, and a state_dict loader that
+checks everything before replacing anything. Semantics: docs/semantics.md.
 
-State per parameter (optimizers.md §7): ``exp_avg`` (momentum), ``step`` (0-d int64 micro-step
-count on the parameter's device), and for bf16/fp16 parameters ``kahan_comp`` (precision="kahan")
-or ``master_param`` (fp32, precision="master").
+State per parameter, created when the parameter is added (so a compiled step never creates it):
+``exp_avg`` (momentum), ``step`` (0-d int64 micro-step count on the parameter's device),
+``master_param`` (fp32, precision="master") or ``kahan_comp`` (precision="kahan") for bf16/fp16
+parameters, and, not saved in state_dict, ``param_stamp`` (int64 [2]: the parameter's version
+counter and storage address after this optimizer last wrote it; [note: external writes]).
 """
 from __future__ import annotations
 
-import warnings
+import math
 from collections import defaultdict
 
 import torch
 
 from .. import _checks, _native
 from ..reference import optim as _ref
+from ._warn import warn_user
 
 PRECISIONS = _checks.PRECISIONS
 BACKENDS = ("auto", "native", "reference")
 HALF = _checks.HALF_DTYPES
+MOMENTUM_DTYPES = (None, torch.float32, torch.float64, torch.float16, torch.bfloat16)
+DERIVED_STATE = ("param_stamp", "sumsq")  # rebuilt from the parameters, never saved
 
 
-def _as_float(x) -> float:
-    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+def _storage_span(t: torch.Tensor):
+    """[first byte, last byte + 1) of the memory a strided tensor can touch; None if empty."""
+    if t.numel() == 0:
+        return None
+    lo = hi = t.storage_offset()
+    for size, stride in zip(t.shape, t.stride()):
+        if stride >= 0:
+            hi += (size - 1) * stride
+        else:
+            lo += (size - 1) * stride
+    base = t.untyped_storage().data_ptr()
+    es = t.element_size()
+    return base + lo * es, base + (hi + 1) * es
+
+
+def overlapping_pair(tensors):
+    """Indices (i, j) of two tensors whose memory overlaps, or None."""
+    spans = sorted((s[0], s[1], i) for i, t in enumerate(tensors) if (s := _storage_span(t)) is not None)
+    for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
+        if b0 < a1:
+            return i, j
+    return None
 
 
 class SignMomentumOptimizer(torch.optim.Optimizer):
-    """Base class; subclasses define ``_op_name`` and ``_call_op``."""
+    """Base class; subclasses define ``_op_name``, ``_kind_keys``, ``_validate_group`` and ``_call_op``."""
 
     _op_name = ""
+    _kind_keys: tuple = ()
     # GradScaler: hand us grad_scale / found_inf as tensors instead of unscaling on the host.
     _step_supports_amp_scaling = True
 
@@ -36,17 +63,51 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if momentum_dtype not in (None, torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        if momentum_dtype not in MOMENTUM_DTYPES:
             raise ValueError(f"momentum_dtype must be None, torch.float32, torch.float16, torch.bfloat16 "
                              f"or torch.float64, got {momentum_dtype!r}")
-        if not (0 <= int(seed) < 2**32):
-            raise ValueError(f"seed must be a 32-bit unsigned integer, got {seed}")
+        if not (_checks.is_real_number(seed) and int(seed) == seed and 0 <= int(seed) < 2**32):
+            raise ValueError(f"seed must be a 32-bit unsigned integer, got {seed!r}")
         self.precision = precision
         self.momentum_dtype = momentum_dtype
         self.seed = int(seed)
         self.backend = backend
         self._warned: set = set()
+        self._validate_group(dict(defaults))
         super().__init__(params, defaults)
+
+    # ---- groups ---------------------------------------------------------------------------
+    def _validate_group(self, group: dict) -> None:
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Validates the group, refuses parameters listed twice or overlapping in memory, and
+        creates the state of its parameters."""
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        name = type(self).__name__
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        ids = [id(p) for p in params]
+        if len(set(ids)) != len(ids) or seen & set(ids):
+            raise ValueError(f"{name}: a parameter is listed twice (within or across parameter groups); "
+                             "list each parameter once")
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"{name} can only optimize Tensors, got {type(p).__name__}")
+            if p.dtype not in _checks.PARAM_DTYPES:
+                raise ValueError(f"{name}: parameter dtype {p.dtype} is not supported (float32, float64, "
+                                 "float16, bfloat16)")
+        existing = [p for g in self.param_groups for p in g["params"]]
+        pair = overlapping_pair(existing + params)
+        if pair is not None:
+            raise ValueError(f"{name}: two parameters share memory (shapes {list((existing + params)[pair[0]].shape)} "
+                             f"and {list((existing + params)[pair[1]].shape)}); an update of one would change the "
+                             "other. Pass the shared tensor once (tied weights are one Parameter).")
+        self._validate_group({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            self._init_state(p, group)
 
     # ---- state ----------------------------------------------------------------------------
     def _momentum_dtype_for(self, p: torch.Tensor) -> torch.dtype:
@@ -63,25 +124,50 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             return None
         return {"kahan": "kahan_comp", "master": "master_param"}.get(self.precision)
 
-    def _init_state(self, p: torch.Tensor) -> dict:
-        state = self.state[p]
-        if "step" not in state:
-            state["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(p, dtype=self._momentum_dtype_for(p),
-                                                memory_format=torch.contiguous_format)
-        key = self._aux_key(p)
-        if key == "kahan_comp" and key not in state:
-            state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-        elif key == "master_param" and key not in state:
-            state[key] = p.detach().float().clone(memory_format=torch.contiguous_format)
+    def _extra_state(self, p: torch.Tensor, group: dict) -> dict:
+        """Derived per-parameter state of a subclass (Tiger: the carried sums of squares)."""
+        return {}
+
+    def _init_state(self, p: torch.Tensor, group: dict) -> dict:
+        # Outside inference mode: state made inside it could never be updated outside it again.
+        with torch.no_grad(), torch.inference_mode(False):
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
+            if "exp_avg" not in state:
+                state["exp_avg"] = torch.zeros_like(p, dtype=self._momentum_dtype_for(p),
+                                                    memory_format=torch.contiguous_format)
+            key = self._aux_key(p)
+            if key == "kahan_comp" and key not in state:
+                state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            elif key == "master_param" and key not in state:
+                state[key] = p.detach().float().clone(memory_format=torch.contiguous_format)
+            if "param_stamp" not in state:
+                state["param_stamp"] = torch.tensor([p._version, p.data_ptr()], dtype=torch.int64)
+            for k, v in self._extra_state(p, group).items():
+                if k not in state or state[k].shape != v.shape:
+                    state[k] = v
         return state
 
-    def _warn_once(self, key, message: str):
+    def mark_params_written(self, params=None) -> None:
+        """Declare writes to parameters that their version counter does not see (through ``.data``,
+        numpy, or a raw pointer): the next step treats them as written externally ([note: external
+        writes]). Writes through in-place torch ops, ``copy_`` and ``load_state_dict`` are noticed
+        without this call. ``params``: the parameters written (default: all)."""
+        wanted = None if params is None else {id(p) for p in ([params] if isinstance(params, torch.Tensor) else params)}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if wanted is None or id(p) in wanted:
+                    st = self.state.get(p)
+                    if st and "param_stamp" in st:
+                        st["param_stamp"].fill_(-1)
+
+    def _warn_once(self, key, message: str, category=UserWarning):
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, stacklevel=4)
+            warn_user(message, category)
 
+    # ---- validation (all of it before any kernel runs) -------------------------------------
     def _check_grad(self, p: torch.Tensor):
         g = p.grad
         name = type(self).__name__
@@ -92,43 +178,32 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         if p.dtype not in _checks.PARAM_DTYPES:
             raise RuntimeError(f"{name}: parameter dtype {p.dtype} is not supported "
                                f"(float32, float64, float16, bfloat16)")
-        if g.shape != p.shape or g.dtype != p.dtype:
-            raise RuntimeError(f"{name}: gradient of shape {list(g.shape)} / {g.dtype} does not match its "
-                               f"parameter of shape {list(p.shape)} / {p.dtype}")
+        if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
+            raise RuntimeError(f"{name}: gradient of shape {list(g.shape)} / {g.dtype} / {g.device} does not "
+                               f"match its parameter of shape {list(p.shape)} / {p.dtype} / {p.device}")
 
-    def _warnings_for(self, p: torch.Tensor, group: dict):
-        if p.dtype in HALF and self.precision == "none":
-            self._warn_once("precision-none", (
-                f"{type(self).__name__}: precision='none' with {p.dtype} parameters stores updates with "
-                "round-to-nearest; steps smaller than half an ulp are lost (e.g. bf16 weights with "
-                "|w| >= 1/32 never move at lr 1e-4). Use precision='master' (default), 'kahan' or 'stochastic'."))
+    def _check_state(self, p: torch.Tensor, state: dict):
+        name = type(self).__name__
+        m = state["exp_avg"]
+        if m.shape != p.shape or m.device != p.device or m.dtype != self._momentum_dtype_for(p):
+            raise RuntimeError(f"{name}: state 'exp_avg' ({list(m.shape)}, {m.dtype}, {m.device}) does not fit its "
+                               f"parameter ({list(p.shape)}, {p.dtype}, {p.device})")
+        key = self._aux_key(p)
+        if key is not None:
+            want = torch.float32 if key == "master_param" else p.dtype
+            a = state.get(key)
+            if a is None or a.shape != p.shape or a.dtype != want or a.device != p.device:
+                raise RuntimeError(f"{name}: state '{key}' must be a {want} tensor of shape {list(p.shape)} "
+                                   f"on {p.device}")
 
-    # ---- routing --------------------------------------------------------------------------
-    def _param_ids(self) -> dict:
-        ids, n = {}, 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                if id(p) not in ids:
-                    ids[id(p)] = n
-                    n += 1
-        return ids
-
-    def _use_reference(self, tensors) -> bool:
-        if self.backend == "reference":
-            return True
-        # [note: non-contiguous tensors] the native kernels take contiguous storage; anything
-        # else (rare for parameters) is updated correctly by the reference kernel instead.
-        return not all(t.is_contiguous() for t in tensors)
-
-    def _op(self, use_reference: bool, device: torch.device):
-        if use_reference:
-            return getattr(_ref, self._op_name)
-        if self.backend == "native" and not _native.has_native(self._op_name, device):
-            raise RuntimeError(
-                f"{type(self).__name__}(backend='native'): no native tigercore::{self._op_name} kernel is "
-                f"registered for {device.type} (extension: {_native.load_error() or 'loaded'}). "
-                "Build the extension or use backend='auto'.")
-        return getattr(torch.ops.tigercore, self._op_name)
+    def _lr_tensor(self, group: dict, device: torch.device) -> torch.Tensor:
+        """The group's lr as the op's float64 tensor: a float becomes a CPU tensor; a tensor stays
+        where it is when that is the CPU or the parameters' device ([note: tensor lr])."""
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            target = lr.device if lr.device.type == "cpu" or lr.device == device else device
+            return lr.detach().reshape(()).to(device=target, dtype=torch.float64)
+        return torch.tensor(float(lr), dtype=torch.float64)
 
     def _gradscaler_tensors(self, device):
         grad_scale = getattr(self, "grad_scale", None)
@@ -139,16 +214,67 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             found_inf = found_inf.to(device=device, dtype=torch.float32)
         return grad_scale, found_inf
 
+    def _forget_gradscaler(self):
+        """GradScaler sets grad_scale / found_inf before step() and deletes them after it returns;
+        when step() raises it never deletes them, and the next step would use them."""
+        for attr in ("grad_scale", "found_inf"):
+            if attr in self.__dict__:
+                delattr(self, attr)
+
+    def _use_reference(self, tensors) -> bool:
+        if self.backend == "reference":
+            return True
+        # [note: non-contiguous tensors] the native kernels take contiguous storage; anything
+        # else (rare for parameters) is updated correctly by the reference kernel instead.
+        return not all(t.is_contiguous() for t in tensors)
+
+    def _op(self, use_reference: bool, device: torch.device, name: str | None = None):
+        name = name or self._op_name
+        if use_reference:
+            return getattr(_ref, name)
+        if self.backend == "native" and not _native.has_native(name, device):
+            raise RuntimeError(
+                f"{type(self).__name__}(backend='native'): no native tigercore::{name} kernel is "
+                f"registered for {device.type} (extension: {_native.load_error() or 'loaded'}). "
+                "Build the extension or use backend='auto'.")
+        return getattr(torch.ops.tigercore, name)
+
+    def _batch_key(self, p, group):
+        return None
+
+    def _plan_step(self):
+        """Validates every group, gradient and state; returns the batches to run and the
+        parameters without a gradient. Nothing is modified."""
+        batches, without_grad = [], []
+        ordinal = 0
+        for group in self.param_groups:
+            self._validate_group(group)
+            by_key = defaultdict(list)
+            for p in group["params"]:
+                pid, ordinal = ordinal, ordinal + 1
+                state = self.state[p]
+                if p.grad is None:
+                    without_grad.append(p)
+                    continue
+                self._check_grad(p)
+                self._check_state(p, state)
+                aux_key = self._aux_key(p)
+                tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
+                key = (p.device, self._batch_key(p, group), self._use_reference(tensors))
+                by_key[key].append((p, pid))
+            for (device, sub, use_ref), items in by_key.items():
+                batches.append((group, device, sub, use_ref, [p for p, _ in items], [i for _, i in items]))
+        return batches, without_grad
+
     def _advance_skipped(self, params_without_grad):
-        """Advance the step of parameters that have state but no gradient (phase stays aligned)."""
+        """Advance the step of parameters without a gradient (the phase stays aligned)."""
         for p in params_without_grad:
-            st = self.state.get(p)
-            if st and "step" in st:
-                _, found_inf = self._gradscaler_tensors(p.device)
-                if found_inf is None:
-                    st["step"].add_(1)
-                else:
-                    st["step"].add_((found_inf == 0).to(torch.int64))
+            st = self.state[p]
+            _, found_inf = self._gradscaler_tensors(p.device)
+            if found_inf is None:
+                st["step"].add_(1)
+            else:
+                st["step"].add_((found_inf == 0).to(torch.int64))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -156,30 +282,17 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        ids = self._param_ids()
-        for group in self.param_groups:
-            batches = defaultdict(list)
-            without_grad = []
-            for p in group["params"]:
-                if p.grad is None:
-                    without_grad.append(p)
-                    continue
-                self._check_grad(p)
-                state = self._init_state(p)
-                self._warnings_for(p, group)
-                aux_key = self._aux_key(p)
-                tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
-                key = (p.device, self._batch_key(p, group), self._use_reference(tensors))
-                batches[key].append(p)
-            for (device, sub, use_ref), params in batches.items():
-                self._run_batch(group, params, device, sub, use_ref, ids)
+        try:
+            batches, without_grad = self._plan_step()
+            for group, device, sub, use_ref, params, ids in batches:
+                self._run_batch(group, params, ids, device, sub, use_ref)
             self._advance_skipped(without_grad)
+        except BaseException:
+            self._forget_gradscaler()
+            raise
         return loss
 
-    def _batch_key(self, p, group):
-        return None
-
-    def _run_batch(self, group, params, device, sub, use_ref, ids):
+    def _run_batch(self, group, params, ids, device, sub, use_ref):
         states = [self.state[p] for p in params]
         need_aux = self.precision in ("kahan", "master") and any(p.dtype in HALF for p in params)
         aux = []
@@ -191,54 +304,113 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         op = self._op(use_ref, device)
         self._call_op(op, group, sub, states, params=params, grads=[p.grad for p in params],
                       exp_avgs=[st["exp_avg"] for st in states], aux=aux,
-                      steps=[st["step"] for st in states], param_ids=[ids[id(p)] for p in params],
+                      steps=[st["step"] for st in states], stamps=[st["param_stamp"] for st in states],
+                      lr=self._lr_tensor(group, device), param_ids=ids,
                       maximize=bool(group.get("maximize", False)), precision=self.precision,
-                      seed=self.seed, grad_scale=grad_scale, found_inf=found_inf)
+                      seed=self.seed, grad_scale=grad_scale, found_inf=found_inf,
+                      compiled=torch.compiler.is_compiling())
 
     def _call_op(self, op, group, sub, states, **common):
         raise NotImplementedError
 
     # ---- state_dict -----------------------------------------------------------------------
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["state"] = {k: {kk: vv for kk, vv in v.items() if kk not in DERIVED_STATE} for k, v in sd["state"].items()}
+        return sd
+
+    def _convert_foreign_groups(self, saved_groups: list) -> list:
+        """A subclass may translate another library's group keys; the default refuses other kinds."""
+        return saved_groups
+
+    def _check_kind(self, saved_groups):
+        name = type(self).__name__
+        for g in saved_groups:
+            missing = [k for k in self._kind_keys if k not in g]
+            if missing:
+                other = "Tiger" if "grad_accum_steps" in g or "tiger_class" in g else \
+                    "Lion" if "betas" in g or "beta1" in g else "another optimizer"
+                raise ValueError(f"{name}.load_state_dict: the state dict was saved by {other} (its groups lack "
+                                 f"{missing}); a {other} state cannot be loaded into {name}")
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch's loader casts every floating state tensor to its parameter's dtype, which would
-        round fp32 momentum and master weights of bf16 parameters; we re-cast from the saved
-        values to each state tensor's own dtype, after checking that the state fits."""
-        saved_groups = state_dict.get("param_groups", [])
+        """Checks everything before replacing anything: the optimizer kind, group and parameter
+        counts, every state tensor's shape and dtype, that no state tensor shares memory with a
+        parameter, and 'step' (one integer). Then it keeps each state tensor's own dtype (torch's
+        loader would round fp32 momentum and master weights of bf16 parameters to bf16)."""
+        name = type(self).__name__
+        saved_groups = self._convert_foreign_groups(list(state_dict.get("param_groups", [])))
+        self._check_kind(saved_groups)
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict has {len(saved_groups)} "
+            raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} "
                              f"parameter groups, the optimizer has {len(self.param_groups)}")
         id_to_param = {}
         for g_saved, g in zip(saved_groups, self.param_groups):
             if len(g_saved["params"]) != len(g["params"]):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: a saved group has {len(g_saved['params'])} "
+                raise ValueError(f"{name}.load_state_dict: a saved group has {len(g_saved['params'])} "
                                  f"params, the optimizer's has {len(g['params'])}")
             id_to_param.update(zip(g_saved["params"], g["params"]))
-        saved_state = state_dict.get("state", {})
-        for pid, st in saved_state.items():
+            merged = {k: v for k, v in g_saved.items() if k != "params"}
+            try:
+                self._validate_group({**self.defaults, **merged})
+            except ValueError as e:
+                raise ValueError(f"{name}.load_state_dict: a saved group's hyperparameters are invalid: {e}") from None
+        saved_state = {}
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, st in state_dict.get("state", {}).items():
             p = id_to_param.get(pid)
             if p is None:
                 continue
+            st = {k: v for k, v in st.items() if v is not None and k not in DERIVED_STATE}
             for key in ("exp_avg", "kahan_comp", "master_param"):
-                if key in st and tuple(st[key].shape) != tuple(p.shape):
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: state '{key}' of parameter {pid} "
-                                     f"has shape {list(st[key].shape)}, the parameter has {list(p.shape)}")
-        super().load_state_dict(state_dict)
+                if key not in st:
+                    continue
+                t = st[key]
+                if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != tuple(p.shape):
+                    raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {pid} must be a floating "
+                                     f"tensor of shape {list(p.shape)}, got "
+                                     f"{list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+                if overlapping_pair(params + [t]) is not None and t.device == p.device:
+                    raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {pid} shares memory "
+                                     "with a parameter; pass a copy (e.g. the result of torch.load)")
+            if "step" in st:
+                s = st["step"]
+                ok = (isinstance(s, torch.Tensor) and s.numel() == 1 and not s.is_complex()) or _checks.is_real_number(s)
+                value = float(s) if ok else math.nan
+                if not (ok and math.isfinite(value) and value == int(value) and value >= 0):
+                    raise ValueError(f"{name}.load_state_dict: 'step' of parameter {pid} must be one non-negative "
+                                     f"integer, got {s!r}")
+            saved_state[pid] = st
+        converted = {"state": saved_state, "param_groups": saved_groups}
+        super().load_state_dict(converted)
+        for g in self.param_groups:  # torch's loader keeps unknown keys; defaults fill missing ones
+            for k, v in self.defaults.items():
+                g.setdefault(k, v)
         for pid, st in saved_state.items():
-            p = id_to_param.get(pid)
-            if p is None:
-                continue
+            p = id_to_param[pid]
             mine = self.state[p]
             if "exp_avg" in st:
-                mine["exp_avg"] = st["exp_avg"].to(device=p.device, dtype=self._momentum_dtype_for(p)).contiguous()
-            if "master_param" in st:
-                mine["master_param"] = st["master_param"].to(device=p.device, dtype=torch.float32).contiguous()
-            if "kahan_comp" in st:
-                mine["kahan_comp"] = st["kahan_comp"].to(device=p.device, dtype=p.dtype).contiguous()
+                mine["exp_avg"] = st["exp_avg"].to(device=p.device, dtype=self._momentum_dtype_for(p),
+                                                   copy=True).contiguous()
+            for key, dtype in (("master_param", torch.float32), ("kahan_comp", p.dtype)):
+                if key in st and self._aux_key(p) == key:
+                    mine[key] = st[key].to(device=p.device, dtype=dtype, copy=True).contiguous()
+                elif key in mine and self._aux_key(p) != key:
+                    del mine[key]
             if "step" in st:
-                mine["step"] = torch.as_tensor(st["step"]).to(device=p.device, dtype=torch.int64).reshape(())
+                mine["step"] = torch.tensor(int(float(st["step"])), dtype=torch.int64, device=p.device)
             else:
                 self._on_missing_step(pid)
                 mine["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
+        for g in self.param_groups:
+            for p in g["params"]:
+                st = self.state[p]
+                for k in DERIVED_STATE:
+                    st.pop(k, None)
+                self._init_state(p, g)  # state the checkpoint lacks; stamps of the current parameters
 
     def _on_missing_step(self, pid):
         pass
+
+
+__all__ = ["SignMomentumOptimizer", "overlapping_pair"]

@@ -1,5 +1,5 @@
 """Tiger (Su 2023; bojone/tiger tiger.py): Lion with beta1 = beta2, per-class step sizes, exact
-gradient accumulation inside the momentum, and a NaN/Inf guard (optimizers.md §2).
+gradient accumulation inside the momentum, and a NaN/Inf guard (docs/semantics.md, "Tiger").
 
     m = b1*m + b2*g            b1 = beta on a group's first micro-step else 1, b2 = (1-beta)/k
     theta -= eta*(sign(m) + wd*theta)   only on the last micro-step of a group of k
@@ -9,12 +9,10 @@ Reference: tigercore/reference/optim.py::tiger_step_.
 """
 from __future__ import annotations
 
-import math
-import warnings
-
 import torch
 
-from ._base import SignMomentumOptimizer, _as_float
+from .. import _checks
+from ._base import HALF, SignMomentumOptimizer
 
 CLASSES = ("K", "E", "V")
 
@@ -27,20 +25,24 @@ class Tiger(SignMomentumOptimizer):
             embeddings, norm weights and biases get their own step sizes. Group keys
             ``tiger_class`` ("K", "E", "V" or None = by ndim: >= 2 -> K, else V) and
             ``shrink_center`` (centre of the NaN shrink, 1.0 for norm gains).
-        lr: the relative step size alpha (the schedule multiplies it; see PiecewiseLinearLR).
-        beta: momentum coefficient (0.965 NLP, 0.945 CV).
-        weight_decay: lambda for classes K and E (V never decays).
-        grad_accum_steps: k; theta moves once every k calls to step(), on the mean gradient.
-        shrink_ratio: s of the guard's shrink.
+        lr: the relative step size alpha, a float or a one-element floating tensor (the schedule
+            multiplies it; see PiecewiseLinearLR).
+        beta: momentum coefficient in [0, 1] (0.965 NLP, 0.945 CV).
+        weight_decay: lambda >= 0 for classes K and E (V never decays).
+        grad_accum_steps: k, an integer in [1, 2^31); theta moves once every k calls to step(), on
+            the mean gradient.
+        shrink_ratio: s in (0, 1] of the guard's shrink.
         nonfinite_guard: skip-and-shrink tensors whose gradient holds NaN or +-Inf.
-        rms_floor: None (faithful: a tensor/row with RMS 0 never moves), or a floor f so that
+        rms_floor: None (faithful: a tensor/row with RMS 0 never moves), or a floor f >= 0 so that
             eta = lr*max(RMS, f) (a documented deviation).
         maximize, precision, momentum_dtype, seed, backend: as for Lion.
-    State: ``exp_avg``, ``step`` (0-d int64, the micro-step count shared by all tensors), and
-    ``master_param`` / ``kahan_comp`` for bf16/fp16 parameters.
+    State: ``exp_avg``, ``step`` (0-d int64, the micro-step count shared by all tensors),
+    ``master_param`` / ``kahan_comp`` for bf16/fp16 parameters; not saved: ``param_stamp`` and
+    ``sumsq`` (the carried sums of squares of classes K and E; [note: carried sums]).
     """
 
     _op_name = "tiger_step_"
+    _kind_keys = ("beta", "grad_accum_steps")
 
     def __init__(self, params, lr=1e-3, beta=0.965, weight_decay=0.01, grad_accum_steps=1,
                  shrink_ratio=0.99, nonfinite_guard=True, rms_floor=None, *, maximize=False,
@@ -48,20 +50,34 @@ class Tiger(SignMomentumOptimizer):
         defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, grad_accum_steps=grad_accum_steps,
                         shrink_ratio=shrink_ratio, nonfinite_guard=nonfinite_guard, rms_floor=rms_floor,
                         tiger_class=None, shrink_center=0.0, maximize=maximize)
-        _validate(defaults)
+        if momentum_dtype == torch.bfloat16 and _checks.is_real_number(beta) and _checks.is_real_number(grad_accum_steps) \
+                and (grad_accum_steps > 1 or beta > 0.996):
+            self._warned = set()
+            self._warn_once("bf16-momentum", "Tiger: bfloat16 momentum loses small contributions: beta*m rounds back "
+                                             "to m for beta > 0.996 and terms (1-beta)*g/k are dropped when |g| << |m| "
+                                             "(docs/semantics.md, 'Momentum storage'); prefer float32 momentum here.")
         super().__init__(params, defaults, precision=precision, momentum_dtype=momentum_dtype,
                          seed=seed, backend=backend)
-        self._rms_checked: set = set()
-        if momentum_dtype == torch.bfloat16 and (grad_accum_steps > 1 or beta > 0.996):
-            warnings.warn("Tiger: bfloat16 momentum loses small contributions: beta*m rounds back to m for "
-                          "beta > 0.996 and terms (1-beta)*g/k are dropped when |g| << |m| "
-                          "(optimizers.md §3.4); prefer float32 momentum here.", stacklevel=2)
 
-    def add_param_group(self, param_group: dict) -> None:
-        merged = {**getattr(self, "defaults", {}), **param_group}
-        if "params" in merged and hasattr(self, "defaults"):
-            _validate(merged)
-        super().add_param_group(param_group)
+    def _validate_group(self, group: dict) -> None:
+        _checks.validate_lr(group["lr"])
+        _checks.validate_real(group["beta"], "beta", 0.0, 1.0)
+        _checks.validate_real(group["weight_decay"], "weight_decay", 0.0)
+        k = group["grad_accum_steps"]
+        if not (_checks.is_real_number(k) and int(k) == k and 1 <= k < _checks.MAX_ACCUM):
+            raise ValueError(f"Invalid grad_accum_steps: {k!r} (an integer in [1, 2^31))")
+        _checks.validate_real(group["shrink_ratio"], "shrink_ratio", 0.0, 1.0, low_open=True)
+        _checks.validate_real(group.get("shrink_center", 0.0), "shrink_center")
+        if group.get("rms_floor") is not None:
+            _checks.validate_real(group["rms_floor"], "rms_floor", 0.0)
+        if group.get("tiger_class") not in (None,) + CLASSES:
+            raise ValueError(f"Invalid tiger_class: {group['tiger_class']!r} (one of 'K', 'E', 'V' or None)")
+        for key in ("nonfinite_guard", "maximize"):
+            if not isinstance(group.get(key, False), bool):
+                raise ValueError(f"Invalid {key}: {group[key]!r} (a bool)")
+        if float(group["beta"]) == 1.0:
+            self._warn_once(("beta", id(group)), "Tiger: beta = 1 keeps the momentum at its initial value and "
+                                                 "ignores every gradient: theta never moves except by decay.")
 
     def _class_of(self, p, group) -> str:
         cls = group.get("tiger_class")
@@ -72,94 +88,62 @@ class Tiger(SignMomentumOptimizer):
     def _batch_key(self, p, group):
         return self._class_of(p, group)
 
-    def _warnings_for(self, p, group):
-        super()._warnings_for(p, group)
+    def _extra_state(self, p, group):
         cls = self._class_of(p, group)
-        if cls == "V" or id(p) in self._rms_checked or group.get("rms_floor") is not None:
+        if cls == "V":
+            return {}
+        return {"sumsq": torch.full((_checks.rms_rows(p, cls),), -1.0, dtype=torch.float64, device=p.device)}
+
+    def _init_state(self, p, group):
+        state = super()._init_state(p, group)
+        if p.dtype in HALF and self.precision == "none":
+            self._warn_once("precision-none", (
+                "Tiger: precision='none' with bf16/fp16 parameters stores updates with round-to-nearest; "
+                "relative steps below half an ulp (2^-9 for bf16) are lost. Use precision='master' (default), "
+                "'kahan' or 'stochastic'."))
+        self._warn_zero_rms(p, group)
+        return state
+
+    def _warn_zero_rms(self, p, group):
+        # [note: zero RMS freezes] eta = lr*RMS = 0 for an all-zero tensor (or embedding row), so it
+        # never moves. Faithful to tiger.py; we warn once per parameter, when it is added.
+        cls = self._class_of(p, group)
+        if cls == "V" or group.get("rms_floor") is not None or p.numel() == 0:
             return
-        self._rms_checked.add(id(p))
-        # [note: zero RMS freezes] optimizers.md §2.8.3: eta = lr*RMS = 0 for an all-zero tensor
-        # (or embedding row), so it never moves. Faithful to tiger.py; we warn once per parameter.
         w = p.detach()
         if cls == "K" and not bool(w.any()):
-            warnings.warn(f"Tiger: a class-K parameter of shape {list(p.shape)} is all zeros; its step "
-                          "size lr*RMS is 0 and it will never move. Pass rms_floor=... or initialise it.",
-                          stacklevel=4)
+            self._warn_once(("zero", id(p)), f"Tiger: a class-K parameter of shape {list(p.shape)} is all zeros; "
+                                             "its step size lr*RMS is 0 and it will never move. Pass rms_floor=... "
+                                             "or initialise it.")
         elif cls == "E" and w.dim() >= 1:
             zero_rows = int((~w.reshape(-1, w.shape[-1]).any(dim=-1)).sum())
             if zero_rows:
-                warnings.warn(f"Tiger: {zero_rows} row(s) of an embedding of shape {list(p.shape)} are all "
-                              "zeros (e.g. padding); their step size is 0 and they never move.", stacklevel=4)
-
-    def _rms_caches(self, sub, params, states):
-        """The carried sums of squares ([note: Tiger without an extra pass], csrc/cpu/optim_ops.cpp):
-        float64 [rows + 2] per K/E parameter on the CPU; not part of the state dict."""
-        if sub == "V" or params[0].device.type != "cpu":
-            return []
-        caches = []
-        for p, st in zip(params, states):
-            rows = 1 if sub == "K" or p.dim() == 0 else p.numel() // max(1, p.shape[-1])
-            cache = st.get("rms_cache")
-            if cache is None or cache.numel() != rows + 2:
-                cache = st["rms_cache"] = torch.full((rows + 2,), -1.0, dtype=torch.float64)
-            caches.append(cache)
-        return caches
-
-    def invalidate_rms_cache(self):
-        """Forget the carried sums of squares. Needed only after writing to parameters in a way
-        their version counter does not see (through ``.data``); in-place ops, ``copy_`` under
-        no_grad and ``load_state_dict`` are noticed automatically."""
-        for st in self.state.values():
-            if "rms_cache" in st:
-                st["rms_cache"].fill_(-1.0)
-
-    def state_dict(self):
-        sd = super().state_dict()
-        for st in sd["state"].values():
-            st.pop("rms_cache", None)  # derived data, recomputed after loading
-        return sd
+                self._warn_once(("zero", id(p)), f"Tiger: {zero_rows} row(s) of an embedding of shape {list(p.shape)} "
+                                                 "are all zeros (e.g. padding); their step size is 0 and they never move.")
 
     def _call_op(self, op, group, sub, states, **common):
         floor = group.get("rms_floor")
-        params = common.pop("params")
-        op(params, common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
-           common.pop("steps"), self._rms_caches(sub, params, states), lr=_as_float(group["lr"]), beta=float(group["beta"]),
+        sumsq = [st["sumsq"] for st in states] if sub != "V" else []
+        op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
+           common.pop("steps"), common.pop("stamps"), sumsq, beta=float(group["beta"]),
            weight_decay=float(group["weight_decay"]), grad_accum_steps=int(group["grad_accum_steps"]),
            tiger_class=sub, shrink_ratio=float(group["shrink_ratio"]),
            shrink_center=float(group.get("shrink_center", 0.0)),
            nonfinite_guard=bool(group["nonfinite_guard"]), rms_floor=0.0 if floor is None else float(floor),
            **common)
 
-    def _advance_skipped(self, params_without_grad):
-        # optimizers.md §2.8.5: one counter for all tensors; a tensor without a gradient keeps
-        # its theta and m but its phase must stay aligned, so it gets a step counter too.
-        for p in params_without_grad:
-            st = self.state[p]
-            if "step" not in st:
-                st["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
-        super()._advance_skipped(params_without_grad)
+    def _plan_step(self):
+        batches, without_grad = super()._plan_step()
+        for group, _, sub, _, params, _ in batches:  # a group's class may have been edited since
+            for p in params:
+                st, extra = self.state[p], self._extra_state(p, group)
+                if "sumsq" in extra and ("sumsq" not in st or st["sumsq"].shape != extra["sumsq"].shape):
+                    st["sumsq"] = extra["sumsq"]
+        return batches, without_grad
 
     def _on_missing_step(self, pid):
         self._warn_once("missing-step", "Tiger.load_state_dict: the state has no 'step'; the accumulation "
                                         "phase and the schedule restart from micro-step 0.")
-
-
-def _validate(g: dict):
-    lr = _as_float(g["lr"])
-    if not (math.isfinite(lr) and lr >= 0):
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= g["beta"] <= 1.0:
-        raise ValueError(f"Invalid beta: {g['beta']} (must lie in [0, 1])")
-    if not (math.isfinite(g["weight_decay"]) and g["weight_decay"] >= 0):
-        raise ValueError(f"Invalid weight_decay: {g['weight_decay']}")
-    if int(g["grad_accum_steps"]) != g["grad_accum_steps"] or g["grad_accum_steps"] < 1:
-        raise ValueError(f"Invalid grad_accum_steps: {g['grad_accum_steps']} (an integer >= 1)")
-    if not math.isfinite(g["shrink_ratio"]):
-        raise ValueError(f"Invalid shrink_ratio: {g['shrink_ratio']}")
-    if g.get("rms_floor") is not None and not (math.isfinite(g["rms_floor"]) and g["rms_floor"] >= 0):
-        raise ValueError(f"Invalid rms_floor: {g['rms_floor']}")
-    if g.get("tiger_class") not in (None,) + CLASSES:
-        raise ValueError(f"Invalid tiger_class: {g['tiger_class']!r} (one of 'K', 'E', 'V' or None)")
 
 
 __all__ = ["Tiger"]

@@ -1,14 +1,14 @@
-"""Pure-PyTorch reference of tigercore::lion_step_ and tigercore::tiger_step_ (any device).
+"""Pure-PyTorch reference of the step ops: lion_step_, tiger_step_, sync_external_writes_ and
+tiger_stats (any device).
 
 It is registered as the ops' "default" kernel (tigercore/_ops.py), so the package works without
 the compiled extension, and it is the oracle the native kernels are tested against. It computes
 the same function as csrc/include/tigercore/optim_math.h: float32 op-math (float64 for float64
 params) with correctly rounded fused multiply-adds (numerics.fma), coefficients rounded once from
-float64, the same storage rules per precision mode, and the same Philox stream.
-Spec: shared/spec/optimizers.md §1–§4.
+float64 (step_coefficients), the same storage rules per precision mode, and the same Philox stream.
+Semantics: docs/semantics.md.
 """
 from __future__ import annotations
-
 
 import torch
 
@@ -16,29 +16,48 @@ from .. import _checks
 from .numerics import fma, sign, sr_random_words, stochastic_round
 
 HALF = _checks.HALF_DTYPES
+rms_rows = _checks.rms_rows
+FP16_MAX = 65504.0
 
 
 def _opmath(p: torch.Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
-def _const(x: float, dtype) -> torch.Tensor:
-    return torch.tensor(x, dtype=dtype)  # float64 value rounded once to the op-math type
+def step_coefficients(algo: str, T: torch.dtype, *, beta1=0.0, beta2=0.0, beta=0.0, grad_accum_steps=1,
+                      weight_decay=0.0, maximize=False, shrink_ratio=1.0, shrink_center=0.0) -> dict:
+    """The call's coefficients, derived in float64 and rounded once to the op-math type T, with
+    maximize folded into the gradient coefficients (csrc/include/tigercore/optim_math.h,
+    derive_coefficients; [note: coefficients])."""
+    sgn = -1.0 if maximize else 1.0
+    if algo == "lion":
+        v = {"b1": beta1, "g1": sgn * (1.0 - beta1), "b2": beta2, "g2": sgn * (1.0 - beta2), "wd": weight_decay}
+    else:
+        v = {"beta": beta, "g": sgn * (1.0 - beta) / grad_accum_steps, "wd": weight_decay,
+             "shrink": shrink_ratio, "centre": shrink_center}
+    return {k: torch.tensor(x, dtype=torch.float64).to(T) for k, x in v.items()}
 
 
-def _load_grad(g: torch.Tensor, grad_scale, maximize: bool, write_back: bool) -> torch.Tensor:
+def _load_grad(g: torch.Tensor, grad_scale, write_back: bool) -> torch.Tensor:
     ga = g.to(_opmath(g))
     if grad_scale is not None:
-        ga = ga / grad_scale.to(ga.dtype)
+        ga = ga / grad_scale.to(device=ga.device, dtype=ga.dtype)
         if write_back:
             g.copy_(ga)  # [note: GradScaler] the unscaled gradient is stored back
-    return -ga if maximize else ga
+    return ga
 
 
 def _working_copy(p, aux_t, mode):
     if mode == "master":
         return aux_t.clone()
     return p.to(_opmath(p))
+
+
+def _store_momentum(m_t: torch.Tensor, m: torch.Tensor):
+    """[note: momentum storage] fp16 momentum saturates at +-65504 (NaN stays NaN)."""
+    if m_t.dtype == torch.float16:
+        m = m.clamp(-FP16_MAX, FP16_MAX)
+    m_t.copy_(m)
 
 
 def _store_param(p, aux_t, mode, w_old, w_new, seed, param_id, step):
@@ -66,12 +85,114 @@ def _skip_for_found_inf(found_inf) -> bool:
     return found_inf is not None and float(found_inf.item()) != 0.0
 
 
+def _lr(lr: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return lr.reshape(()).to(device=p.device, dtype=torch.float64)
+
+
+# ---- external writes ----------------------------------------------------------------------------
+def _stamp_of(p: torch.Tensor, offset: int = 0):
+    return (p._version - offset, p.data_ptr())
+
+
+def _record(stamp: torch.Tensor, p: torch.Tensor):
+    v, addr = _stamp_of(p)
+    stamp[0], stamp[1] = v, addr
+
+
 @torch.no_grad()
-def lion_step_(params, grads, exp_avgs, aux, steps, *, lr, beta1, beta2, weight_decay, param_ids,
-               maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None):
-    _checks.check_step_inputs("lion_step_", params, grads, exp_avgs, aux, steps, param_ids,
-                              precision, grad_scale, found_inf)
-    _checks.check_lion_hyper(lr, beta1, beta2, weight_decay)
+def sync_external_writes_(params, aux, stamps, sumsq=(), *, precision, compiled=False):
+    """[note: external writes] For every parameter whose version counter or storage address differs
+    from its stamp (it was written by someone else since this optimizer last wrote it): re-seed the
+    master copy wherever it no longer rounds to the parameter, zero the Kahan compensation, and mark
+    the carried sums of squares unknown. Then stamp every parameter. ``compiled``: the call runs in
+    a torch.compile'd graph, whose runtime has bumped every mutated input's version once already."""
+    op = "sync_external_writes_"
+    _checks.check_precision(precision)
+    _checks.check_tensors(op, params, aux, precision)
+    _checks.check_stamps(op, stamps, params)
+    if sumsq and len(sumsq) != len(params):
+        _checks._fail(op, f"sumsq must be empty or have one tensor per param, got {len(sumsq)}")
+    if not stamps:
+        return
+    offset = 1 if compiled else 0
+    for i, (p, stamp) in enumerate(zip(params, stamps)):
+        if _stamp_of(p, offset) == (int(stamp[0]), int(stamp[1])):
+            continue
+        mode = _effective_mode(p, precision)
+        if mode == "master":
+            master = aux[i]
+            width = torch.int16
+            stale = master.to(p.dtype).view(width) != p.view(width)
+            master.copy_(torch.where(stale, p.float(), master))
+        elif mode == "kahan":
+            aux[i].zero_()
+        if sumsq:
+            sumsq[i].fill_(-1.0)
+        _record(stamp, p)
+
+
+# ---- Tiger's per-tensor inputs -------------------------------------------------------------------
+def _sum_squares(w: torch.Tensor, tiger_class: str) -> torch.Tensor:
+    """Sum of squares in float64 of the working copy: one value (K, V) or one per row (E)."""
+    w64 = w.double()
+    if tiger_class != "E" or w.dim() == 0:
+        return w64.square().sum().reshape(1)
+    return w64.reshape(-1, w.shape[-1]).square().sum(-1)
+
+
+def _row_count(p: torch.Tensor, tiger_class: str) -> int:
+    if tiger_class != "E" or p.dim() == 0:
+        return p.numel()
+    return p.shape[-1]
+
+
+def tiger_eta(alpha, sumsq: torch.Tensor, n: int, rms_floor: float) -> torch.Tensor:
+    """alpha * max(sqrt(sumsq / n), rms_floor) in float64 (csrc: tiger_eta_from_sumsq); n = 0 -> RMS 0."""
+    rms = torch.sqrt(sumsq / n) if n > 0 else torch.zeros_like(sumsq)
+    return alpha * torch.clamp(rms, min=rms_floor)
+
+
+def _nonfinite(g: torch.Tensor) -> bool:
+    return not bool(torch.isfinite(g).all())
+
+
+@torch.no_grad()
+def tiger_stats(params, grads, aux, sumsq=(), *, tiger_class, precision, grad_scale=None):
+    """Per row (K, V: one per tensor; E: one per last-dimension slice) the float64 sum of squares
+    of the working copy (the carried value where sumsq holds one, >= 0), concatenated in call
+    order; and per tensor whether its unscaled gradient holds a NaN or an Inf."""
+    op = "tiger_stats"
+    _checks.check_precision(precision)
+    if tiger_class not in _checks.TIGER_CLASSES:
+        raise RuntimeError(f"tigercore: tiger_class must be 'K', 'E' or 'V', got '{tiger_class}'")
+    device = _checks.check_tensors(op, params, aux, precision)
+    _checks.check_sumsq(op, sumsq, params, tiger_class)
+    if len(grads) != len(params):
+        _checks._fail(op, f"params and grads must have the same length, got {len(params)}, {len(grads)}")
+    device = device or torch.device("cpu")
+    sums, flags = [], []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
+            _checks._fail(op, f"grads[{i}] must match params[{i}] in shape, dtype and device")
+        mode = _effective_mode(p, precision)
+        if sumsq and bool((sumsq[i] >= 0).all()):
+            sums.append(sumsq[i].clone())
+        else:
+            sums.append(_sum_squares(_working_copy(p, aux[i] if mode == "master" else None, mode), tiger_class))
+        flags.append(_nonfinite(_load_grad(g, grad_scale, write_back=False)))
+    s = torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64, device=device)
+    return s, torch.tensor(flags, dtype=torch.bool, device=device)
+
+
+# ---- the steps ------------------------------------------------------------------------------------
+@torch.no_grad()
+def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, beta2, weight_decay, param_ids,
+               maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False):
+    _checks.check_step_inputs("lion_step_", params, grads, exp_avgs, aux, steps, stamps, param_ids,
+                              precision, grad_scale, found_inf, lr)
+    _checks.check_lion_hyper(beta1, beta2, weight_decay)
+    _checks.check_scalar_values("lion_step_", lr, grad_scale)
+    sync_external_writes_(params, aux, stamps, precision=precision, compiled=compiled)
     if _skip_for_found_inf(found_inf):
         return
     for i, (p, g, m_t, s_t) in enumerate(zip(params, grads, exp_avgs, steps)):
@@ -81,43 +202,47 @@ def lion_step_(params, grads, exp_avgs, aux, steps, *, lr, beta1, beta2, weight_
         T = _opmath(p)
         mode = _effective_mode(p, precision)
         aux_t = aux[i] if mode in ("kahan", "master") else None
-        k_b1, k_1mb1 = _const(beta1, T), _const(1.0 - beta1, T)
-        k_b2, k_1mb2 = _const(beta2, T), _const(1.0 - beta2, T)
-        eta, wd = _const(lr, T), _const(weight_decay, T)
-        g = _load_grad(g, grad_scale, maximize, write_back=grad_scale is not None)
+        k = step_coefficients("lion", T, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
+        eta = _lr(lr, p).to(T)
+        g = _load_grad(g, grad_scale, write_back=grad_scale is not None)
         m = m_t.to(T)
         w_old = _working_copy(p, aux_t, mode)
-        c = fma(m, k_b1, k_1mb1 * g)
-        u = fma(w_old, wd, sign(c))
+        c = fma(m, k["b1"], k["g1"] * g)
+        u = fma(w_old, k["wd"], sign(c))
         w_new = fma(u, -eta, w_old)
-        m_new = fma(m, k_b2, k_1mb2 * g)
+        m_new = fma(m, k["b2"], k["g2"] * g)
         _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], int(s_t.item()))
-        m_t.copy_(m_new)
+        _store_momentum(m_t, m_new)
         s_t.add_(1)
-
-
-def tiger_eta(alpha: float, sumsq: torch.Tensor, n: int, rms_floor: float) -> torch.Tensor:
-    """alpha * max(sqrt(sumsq / n), rms_floor) in float64 (csrc: tiger_eta_from_sumsq)."""
-    rms = torch.sqrt(sumsq / n) if n > 0 else torch.zeros_like(sumsq)
-    return alpha * torch.clamp(rms, min=rms_floor)
+    for stamp, p in zip(stamps, params):
+        _record(stamp, p)
 
 
 @torch.no_grad()
-def tiger_step_(params, grads, exp_avgs, aux, steps, rms_cache=(), *, lr, beta, weight_decay, grad_accum_steps,
-                tiger_class, shrink_ratio, shrink_center, nonfinite_guard, rms_floor, param_ids,
-                maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None):
-    _checks.check_step_inputs("tiger_step_", params, grads, exp_avgs, aux, steps, param_ids,
-                              precision, grad_scale, found_inf)
-    _checks.check_tiger_hyper(lr, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio, rms_floor)
+def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr, beta, weight_decay,
+                grad_accum_steps, tiger_class, shrink_ratio, shrink_center, nonfinite_guard, rms_floor, param_ids,
+                maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
+                eta=None, nonfinite=None):
+    op = "tiger_step_"
+    _checks.check_step_inputs(op, params, grads, exp_avgs, aux, steps, stamps, param_ids, precision, grad_scale,
+                              found_inf, lr)
+    _checks.check_tiger_hyper(beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio, shrink_center,
+                              rms_floor)
+    _checks.check_scalar_values(op, lr, grad_scale)
+    _checks.check_sumsq(op, sumsq, params, tiger_class) if tiger_class != "V" else None
+    rows = [rms_rows(p, tiger_class) for p in params]
+    if eta is not None and tiger_class != "V" and (eta.dtype != torch.float64 or eta.numel() != sum(rows)):
+        _checks._fail(op, f"eta must be a float64 tensor of {sum(rows)} step size(s) (one per tensor or row)")
+    if nonfinite is not None and (nonfinite.dtype != torch.bool or nonfinite.numel() != len(params)):
+        _checks._fail(op, f"nonfinite must be a bool tensor of {len(params)} flag(s) (one per tensor)")
+    sync_external_writes_(params, aux, stamps, sumsq if tiger_class != "V" else (), precision=precision,
+                          compiled=compiled)
     if _skip_for_found_inf(found_inf):
         return
-    k = int(grad_accum_steps)
-    # [note: Tiger without an extra pass] (csrc/cpu/optim_ops.cpp): the reference always computes
-    # the RMS afresh; it marks any carried sums invalid so a native step cannot trust them.
-    for cache in rms_cache:
-        if cache.numel() >= 2:
-            cache[-2] = -1.0
+    k_accum = int(grad_accum_steps)
+    row0 = 0
     for i, (p, g, m_t, s_t) in enumerate(zip(params, grads, exp_avgs, steps)):
+        first_row, row0 = row0, row0 + rows[i]
         t = int(s_t.item())
         if p.numel() == 0:
             s_t.add_(1)
@@ -125,31 +250,43 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, rms_cache=(), *, lr, beta, 
         T = _opmath(p)
         mode = _effective_mode(p, precision)
         aux_t = aux[i] if mode in ("kahan", "master") else None
-        g = _load_grad(g, grad_scale, maximize, write_back=grad_scale is not None)
+        k = step_coefficients("tiger", T, beta=beta, grad_accum_steps=k_accum,
+                              weight_decay=0.0 if tiger_class == "V" else weight_decay, maximize=maximize,
+                              shrink_ratio=shrink_ratio, shrink_center=shrink_center)
+        g = _load_grad(g, grad_scale, write_back=grad_scale is not None)
         w_old = _working_copy(p, aux_t, mode)
-        if nonfinite_guard and not bool(torch.isfinite(g).all()):
-            # tiger.py's NaN branch (optimizers.md §2.6, §2.8.2): m unchanged, theta shrinks.
-            centre = _const(shrink_center, T)
-            w_new = fma(w_old - centre, _const(shrink_ratio, T), centre.expand_as(w_old))
+        fired = bool(nonfinite[i]) if nonfinite is not None else _nonfinite(g)
+        written = False
+        if nonfinite_guard and fired:
+            # tiger.py's NaN branch (docs/semantics.md, "Tiger's guard"): m unchanged, theta shrinks.
+            centre = k["centre"]
+            w_new = fma(w_old - centre, k["shrink"], centre.expand_as(w_old))
             _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t)
-            s_t.add_(1)
-            continue
-        b1 = _const(beta if t % k == 0 else 1.0, T)
-        b2 = _const((1.0 - beta) / k, T)
-        m = fma(m_t.to(T), b1, b2 * g)
-        m_t.copy_(m)
-        if (t + 1) % k == 0:
-            if tiger_class == "V":
-                eta = _const(0.5 * lr, T)
-            elif tiger_class == "K":
-                sumsq = w_old.double().square().sum()
-                eta = tiger_eta(lr, sumsq, w_old.numel(), rms_floor).to(T)
-            else:  # E: one step size per row (last dimension)
-                rows = w_old.double().reshape(-1, w_old.shape[-1] if w_old.dim() else 1)
-                eta_rows = tiger_eta(lr, rows.square().sum(-1), rows.shape[-1], rms_floor).to(T)
-                eta = eta_rows.unsqueeze(-1).expand_as(rows).reshape(w_old.shape)
-            wd = _const(0.0 if tiger_class == "V" else weight_decay, T)
-            u = fma(w_old, wd, sign(m))
-            w_new = fma(u, -eta, w_old)
-            _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t)
+            written = True
+        else:
+            b1 = k["beta"] if t % k_accum == 0 else torch.tensor(1.0, dtype=T)
+            m = fma(m_t.to(T), b1, k["g"] * g)
+            _store_momentum(m_t, m)
+            if (t + 1) % k_accum == 0:
+                lr64 = _lr(lr, p)
+                if tiger_class == "V":
+                    step_size = (0.5 * lr64).to(T)
+                else:
+                    if eta is not None:
+                        e = eta[first_row:first_row + rows[i]].to(p.device)
+                    else:
+                        carried = sumsq[i] if sumsq and bool((sumsq[i] >= 0).all()) else None
+                        s = carried if carried is not None else _sum_squares(w_old, tiger_class)
+                        e = tiger_eta(lr64, s, _row_count(p, tiger_class), rms_floor)
+                    e = e.to(T)
+                    step_size = e.reshape(()) if tiger_class == "K" or p.dim() == 0 else \
+                        e.unsqueeze(-1).expand(-1, p.shape[-1]).reshape(p.shape)
+                u = fma(w_old, k["wd"], sign(m))
+                w_new = fma(u, -step_size, w_old)
+                _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t)
+                written = True
+        if written and sumsq and tiger_class != "V":
+            sumsq[i].copy_(_sum_squares(_working_copy(p, aux_t, mode), tiger_class))
         s_t.add_(1)
+    for stamp, p in zip(stamps, params):
+        _record(stamp, p)

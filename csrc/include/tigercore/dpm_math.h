@@ -4,7 +4,8 @@
 // kernels (csrc/cpu/dpm_kernels.h), the CUDA kernels (csrc/cuda/dpm.cu) and csrc/tests compile
 // the same code. Reference (the function these reproduce bit for bit): tigercore/reference/dpm.py.
 #pragma once
-#include "tigercore/params.h"
+#include "tigercore/dtype.h"
+#include "tigercore/float_bits.h"
 
 namespace tigercore {
 namespace dpm {

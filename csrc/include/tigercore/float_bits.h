@@ -94,4 +94,16 @@ template <> struct storage<bfloat16_t> {
   TC_FN void store(bfloat16_t* p, int64_t i, float v) { p[i].bits = float_to_bf16_rne(v); }
 };
 
+// Is x finite? (NaN and +-Inf fail.) Written on bits so that -ffast-math can never fold it.
+TC_FN bool is_finite_bits(float x) { return (float_as_bits(x) & 0x7F800000u) != 0x7F800000u; }
+TC_FN bool is_finite_bits(double x) {
+  uint64_t u;
+#if defined(__CUDA_ARCH__)
+  u = static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  std::memcpy(&u, &x, sizeof(u));
+#endif
+  return (u & 0x7FF0000000000000ull) != 0x7FF0000000000000ull;
+}
+
 }  // namespace tigercore

@@ -1,11 +1,12 @@
-// kernel_key.h — which compiled step kernel a tensor needs: (param dtype, momentum dtype, precision
-// mode) -> storage types and mode as template arguments, plus the elements per 16-byte vector.
-// Plain C++ (no CUDA, no torch): the CUDA launch layer dispatches through dispatch_key() and
-// csrc/tests/test_mta.cpp checks the same function on the CPU.
+// kernel_key.h — the one dtype/mode dispatch of the step kernels, for the CPU loops and the CUDA
+// launch layer alike: (param dtype, momentum dtype, precision mode) -> storage types and mode as
+// template arguments. Every valid combination is listed here and nowhere else; the host plan
+// (csrc/host/step_plan.cpp) rejects any other dtype before a kernel runs, so the defaults below
+// are unreachable. Plain C++ (no CUDA, no torch); csrc/tests/test_mta.cpp checks it on the CPU.
 #pragma once
 #include <type_traits>
 
-#include "tigercore/params.h"
+#include "tigercore/step_desc.h"
 
 namespace tigercore {
 
@@ -20,11 +21,11 @@ struct KernelKey {
 
 TC_FN bool is_16bit(DType d) { return d == DType::kFloat16 || d == DType::kBFloat16; }
 
-// fp64 params keep fp64 momentum (the entry checks); modes other than "none" exist only for
-// 16-bit params (describe_tensors() already reduces them, this keeps the key canonical).
-inline KernelKey kernel_key(const SignStepCall& c) {
-  const DType m = c.param_dtype == DType::kFloat64 ? DType::kFloat64 : c.momentum_dtype;
-  return KernelKey{c.param_dtype, m, is_16bit(c.param_dtype) ? c.precision : Precision::kNone};
+// fp64 params keep fp64 momentum (the plan checks); modes other than "none" exist only for 16-bit
+// params (the plan already reduces them; this keeps the key canonical).
+inline KernelKey kernel_key(const StepTensor& t) {
+  const DType m = t.param_dtype == DType::kFloat64 ? DType::kFloat64 : t.momentum_dtype;
+  return KernelKey{t.param_dtype, m, is_16bit(t.param_dtype) ? t.mode : Precision::kNone};
 }
 
 // Elements per 16-byte vector: every array is then read with whole 16-byte loads.
@@ -34,40 +35,50 @@ constexpr int vec_width() {
 }
 
 template <typename F>
-void dispatch_dtype(DType d, F&& f) {
+TC_FORCEINLINE void dispatch_dtype(DType d, F&& f) {
   switch (d) {
     case DType::kFloat32: return f(float{});
     case DType::kFloat64: return f(double{});
     case DType::kFloat16: return f(half_t{});
-    default: return f(bfloat16_t{});
+    case DType::kBFloat16: return f(bfloat16_t{});
+  }
+  TC_UNREACHABLE();
+}
+
+// Calls f(P{}, std::integral_constant<Precision, mode>{}): the parameter side of a key.
+template <typename P, typename F>
+TC_FORCEINLINE void dispatch_mode(Precision mode, F&& f) {
+  if constexpr (sizeof(P) == 2) {
+    switch (mode) {
+      case Precision::kNone: return f(std::integral_constant<Precision, Precision::kNone>{});
+      case Precision::kKahan: return f(std::integral_constant<Precision, Precision::kKahan>{});
+      case Precision::kStochastic: return f(std::integral_constant<Precision, Precision::kStochastic>{});
+      case Precision::kMaster: return f(std::integral_constant<Precision, Precision::kMaster>{});
+    }
+    TC_UNREACHABLE();
+  } else {
+    return f(std::integral_constant<Precision, Precision::kNone>{});
   }
 }
 
 // Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation.
 template <typename F>
-void dispatch_key(const KernelKey& k, F&& f) {
+TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
   dispatch_dtype(k.param, [&](auto p_tag) {
     using P = decltype(p_tag);
     auto with_m = [&](auto m_tag) {
-      using M = decltype(m_tag);
-      if constexpr (sizeof(P) == 2) {
-        switch (k.mode) {
-          case Precision::kKahan: return f(P{}, M{}, std::integral_constant<Precision, Precision::kKahan>{});
-          case Precision::kStochastic: return f(P{}, M{}, std::integral_constant<Precision, Precision::kStochastic>{});
-          case Precision::kMaster: return f(P{}, M{}, std::integral_constant<Precision, Precision::kMaster>{});
-          default: break;
-        }
-      }
-      return f(P{}, M{}, std::integral_constant<Precision, Precision::kNone>{});
+      dispatch_mode<P>(k.mode, [&](auto mode) { f(P{}, decltype(m_tag){}, mode); });
     };
     if constexpr (sizeof(P) == 8) {
       with_m(double{});
     } else {
       switch (k.momentum) {
+        case DType::kFloat32: return with_m(float{});
         case DType::kFloat16: return with_m(half_t{});
         case DType::kBFloat16: return with_m(bfloat16_t{});
-        default: return with_m(float{});
+        case DType::kFloat64: break;
       }
+      TC_UNREACHABLE();
     }
   });
 }

@@ -23,3 +23,11 @@
 // AVX-512 copy run on a machine without AVX-512. Every function in these headers is therefore
 // `static` and always inlined: each instruction-set object keeps its own copy.
 #define TC_FN static TC_FORCEINLINE TC_HOST_DEVICE
+
+// Marks a switch default that validated input cannot reach (every DType / Precision value is
+// handled; the host plan rejects anything else before a kernel runs).
+#if defined(__CUDA_ARCH__)
+#define TC_UNREACHABLE() __trap()
+#else
+#define TC_UNREACHABLE() __builtin_trap()
+#endif

@@ -3,7 +3,7 @@
 //          m' = fma(b2, m, (1-b2) g)
 //   Tiger: m' = fma(b1, m, b2 g);  u = fma(wd, w, sign(m'));  w' = fma(-eta, u, w)
 //          on a non-finite gradient (guard): m' = m, w' = fma(w - c, s, c)
-// Spec: shared/spec/optimizers.md §1.1, §2, §3.1–3.4. Reference: tigercore/reference/optim.py.
+// Semantics: docs/semantics.md ("Lion", "Tiger", "Numerics"). Reference: tigercore/reference/optim.py.
 #pragma once
 #include <cmath>
 #include "tigercore/philox.h"
@@ -94,6 +94,24 @@ template <> struct sr_store<double> {
   TC_FN void run(double* p, int64_t i, double v, uint32_t) { p[i] = v; }
 };
 
+// [note: momentum storage]
+// Momentum is stored with round-to-nearest in its dtype; fp16 momentum saturates at +-65504
+// instead of overflowing: one large gradient would otherwise pin m at +-Inf for good (beta*Inf +
+// anything finite is Inf), and Lion/Tiger would then step by sign(Inf) forever. NaN stays NaN.
+// bf16 and fp32 share fp32's range, so they need no rule. Reference: _store_momentum.
+TC_FN float saturate_fp16(float x) {
+  x = x > 65504.0f ? 65504.0f : x;
+  return x < -65504.0f ? -65504.0f : x;
+}
+template <typename M>
+struct momentum_store {
+  TC_FN void run(M* p, int64_t i, typename storage<M>::opmath v) { storage<M>::store(p, i, v); }
+};
+template <>
+struct momentum_store<half_t> {
+  TC_FN void run(half_t* p, int64_t i, float v) { storage<half_t>::store(p, i, saturate_fp16(v)); }
+};
+
 // Everything a loop needs to know about one tensor's stochastic-rounding stream.
 struct SrKey {
   uint32_t seed;
@@ -145,18 +163,6 @@ struct ParamAccess {
     return store_at(param, aux, i, uint64_t(i), w_old, w_new, key);
   }
 };
-
-// Is x finite? (NaN and +-Inf fail.) Written on bits so that -ffast-math can never fold it.
-TC_FN bool is_finite_bits(float x) { return (float_as_bits(x) & 0x7F800000u) != 0x7F800000u; }
-TC_FN bool is_finite_bits(double x) {
-  uint64_t u;
-#if defined(__CUDA_ARCH__)
-  u = static_cast<uint64_t>(__double_as_longlong(x));
-#else
-  std::memcpy(&u, &x, sizeof(u));
-#endif
-  return (u & 0x7FF0000000000000ull) != 0x7FF0000000000000ull;
-}
 
 // Tiger's per-call schedule from the micro-step count t (optimizers.md §2.2):
 //   b1 = beta if t mod k == 0 else 1;  the parameter moves iff (t + 1) mod k == 0.

@@ -1,0 +1,138 @@
+// step_desc.h — plain-old-data descriptions of one fused Lion/Tiger step, shared by the host plan
+// (csrc/host/step_plan.cpp, which fills them), the CPU loops and the CUDA blocks. No torch headers:
+// the per-ISA CPU kernels and the C++ unit tests build without them. What each field means for the
+// user is in docs/semantics.md ("The step ops"); the reference is tigercore/reference/optim.py.
+#pragma once
+#include "tigercore/dtype.h"
+#include "tigercore/optim_math.h"
+
+namespace tigercore {
+
+enum class Algo : int32_t { kLion = 0, kTiger = 1 };
+enum class TigerClass : int32_t { kK = 0, kE = 1, kV = 2 };
+
+// The call's hyperparameters as the op received them (float64; weight_decay is 0 for Tiger's V
+// class), checked by the host plan. lr is not here: it is a tensor ([note: tensor lr]).
+struct StepHyper {
+  Algo algo;
+  bool maximize;
+  uint32_t seed;
+  double beta1, beta2;  // Lion
+  double beta;          // Tiger
+  int64_t grad_accum_steps;
+  TigerClass tiger_class;
+  double shrink_ratio, shrink_center, rms_floor;
+  bool nonfinite_guard;
+  double weight_decay;
+};
+
+// [note: coefficients]
+// Every per-call coefficient is derived once, on the host, in float64 and rounded once to the
+// op-math type (fp32, or fp64 for fp64 parameters): b1, +-(1-b1), b2, +-(1-b2) (Lion), beta and
+// +-(1-beta)/k (Tiger), lambda, the shrink ratio and centre. `maximize` is folded into the gradient
+// coefficients ((1-b)(-g) == -((1-b) g) exactly), so no loop branches on it. The step size is not
+// here: it comes from the lr tensor (and Tiger's RMS) when the kernel runs. The reference derives
+// the same values in tigercore/reference/optim.py::step_coefficients.
+enum Coef : int {
+  kBeta1, kGradCoef1, kBeta2, kGradCoef2,  // Lion: b1, ±(1-b1), b2, ±(1-b2)
+  kTigerBeta, kTigerGradCoef,              // Tiger: beta, ±(1-beta)/k
+  kWeightDecay, kShrinkRatio, kShrinkCentre, kNumCoefs
+};
+struct Coefficients {
+  float f32[kNumCoefs];
+  double f64[kNumCoefs];
+};
+
+TC_FN Coefficients derive_coefficients(const StepHyper& h) {
+  const double sgn = h.maximize ? -1.0 : 1.0;
+  const double tiger_g = h.algo == Algo::kTiger ? (1.0 - h.beta) / double(h.grad_accum_steps) : 0.0;
+  const double v[kNumCoefs] = {h.beta1, sgn * (1.0 - h.beta1), h.beta2, sgn * (1.0 - h.beta2),
+                               h.beta, sgn * tiger_g, h.weight_decay, h.shrink_ratio, h.shrink_center};
+  Coefficients c{};
+  for (int i = 0; i < kNumCoefs; ++i) {
+    c.f64[i] = v[i];
+    c.f32[i] = float(v[i]);
+  }
+  return c;
+}
+
+template <typename T>
+TC_FN T coef(const Coefficients& c, Coef k) {
+  if constexpr (sizeof(T) == 4) return c.f32[k];
+  else return c.f64[k];
+}
+
+// ---- functors: the element steps with their coefficients, built the same way on every backend --
+template <typename T>
+struct LionStep {
+  LionCoeffs<T> k;
+  T eta, wd;
+  TC_FORCEINLINE TC_HOST_DEVICE void operator()(T& w, T& m, T g) const { lion_update(w, m, g, k, eta, wd); }
+};
+template <typename T>
+TC_FN LionStep<T> make_lion_step(const Coefficients& c, T eta) {
+  return LionStep<T>{{coef<T>(c, kBeta1), coef<T>(c, kGradCoef1), coef<T>(c, kBeta2), coef<T>(c, kGradCoef2)},
+                     eta, coef<T>(c, kWeightDecay)};
+}
+
+// Tiger's momentum (b1 = beta on a group's first micro-step, else 1) and parameter steps.
+template <typename T>
+struct TigerStep {
+  TigerCoeffs<T> k;
+  T wd;
+  TC_FORCEINLINE TC_HOST_DEVICE T momentum(T m, T g) const {
+    tiger_momentum(m, g, k);
+    return m;
+  }
+  TC_FORCEINLINE TC_HOST_DEVICE T param(T w, T m, T eta) const {
+    tiger_param(w, m, eta, wd);
+    return w;
+  }
+};
+template <typename T>
+TC_FN TigerStep<T> make_tiger_step(const Coefficients& c, bool first_micro_step) {
+  return TigerStep<T>{{first_micro_step ? coef<T>(c, kTigerBeta) : T(1), coef<T>(c, kTigerGradCoef)},
+                      coef<T>(c, kWeightDecay)};
+}
+
+template <typename T>
+struct TigerShrink {
+  T ratio, centre;
+  TC_FORCEINLINE TC_HOST_DEVICE T operator()(T w) const { return tiger_shrink(w, centre, ratio); }
+};
+template <typename T>
+TC_FN TigerShrink<T> make_tiger_shrink(const Coefficients& c) {
+  return TigerShrink<T>{coef<T>(c, kShrinkRatio), coef<T>(c, kShrinkCentre)};
+}
+
+// What the CPU loops need of a call: its hyperparameters and coefficients, and the host values of
+// the lr and grad_scale tensors (the CUDA kernels read those on the device: mta::KernelScalars).
+struct StepCall {
+  StepHyper hyper;
+  Coefficients coef;
+  double lr;
+  bool has_grad_scale;  // divide g by grad_scale (and store the unscaled g back)
+  double grad_scale;
+};
+
+// One tensor of a call: its arrays, storage types and stream key, and (Tiger) what the launch
+// layer decided before the update pass.
+struct StepTensor {
+  void* param;
+  void* grad;
+  void* exp_avg;
+  void* aux;             // kahan_comp (param dtype) or master_param (fp32), else nullptr
+  DType param_dtype;
+  DType momentum_dtype;
+  Precision mode;        // kNone unless the parameter is fp16/bf16
+  int64_t numel;
+  int64_t row_len;       // Tiger E: elements per row (last dim); otherwise numel
+  uint32_t param_id;     // ordinal p of the stochastic-rounding key
+  int64_t step;          // state['step'] on entry (CPU; the CUDA kernels read it on the device)
+  bool shrink;           // Tiger: the non-finite guard fired for this tensor
+  bool update;           // Tiger: the parameter moves on this micro-step
+  double eta;            // step size when it is the same for every element (K, V, Lion)
+  const double* eta_rows;  // Tiger E: step size per row, else nullptr
+};
+
+}  // namespace tigercore
