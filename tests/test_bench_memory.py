@@ -137,6 +137,25 @@ def test_rows_skip_with_reason_or_raise():
         M.run_rows([M.Row("broken", lambda ps: 1 / 0)], WIDTH, DEPTH, BATCH, rounds=1, log=logged.append)
 
 
+def test_in_backward_rows_hold_no_gradient_buffer(monkeypatch):
+    # a stand-in for tigercore.optim.step_in_backward: step each parameter when its gradient is
+    # complete, then free the gradient; the harness must then see no gradient at step time and a
+    # peak below params + a full gradient buffer
+    def step_in_backward(model, opt):
+        def hook(p):
+            opt.step()
+            p.grad = None
+        return [p.register_post_accumulate_grad_hook(hook) for p in model.parameters()]
+
+    assert M.needs_step_in_backward() is not None
+    monkeypatch.setattr(M.tc_optim, "step_in_backward", step_in_backward, raising=False)
+    assert M.needs_step_in_backward() is None
+    r = M.measure_row(M.Row("sgd in backward", lambda ps: torch.optim.SGD(ps, lr=1e-3), in_backward=True,
+                            needs=M.needs_step_in_backward), WIDTH, DEPTH, BATCH)
+    assert r["bytes"] == {"params": 4 * N, "grads": 0, "state": 0}
+    assert 4 * N < r["peak_bytes"] < 8 * N and r["peak_phase"] == "backward"
+
+
 def test_needs_helpers():
     assert M.needs_module("torch") is not None and M.needs_module("torch")() is None
     assert "not installed" in M.needs_module("surely_not_a_module_xyz")()
