@@ -156,6 +156,20 @@ def test_in_backward_rows_hold_no_gradient_buffer(monkeypatch):
     assert 4 * N < r["peak_bytes"] < 8 * N and r["peak_phase"] == "backward"
 
 
+def test_default_rows_build_or_say_why_not():
+    rows = M.default_rows(peers=False)
+    names = [r.name for r in rows]
+    assert len(set(names)) == len(names) and names[0] == "torch AdamW (fused)"
+    goal = "tigercore Tiger, bf16 stochastic, 8-bit momentum, step in backward"
+    assert goal in names and next(r for r in rows if r.name == goal).in_backward
+    for row in rows:
+        if row.needs() is None:
+            opt = row.make([torch.nn.Parameter(torch.zeros(4, 4, dtype=row.dtype))])
+            assert isinstance(opt, torch.optim.Optimizer), row.name
+        else:
+            assert isinstance(row.needs(), str) and row.needs()
+
+
 def test_needs_helpers():
     assert M.needs_module("torch") is not None and M.needs_module("torch")() is None
     assert "not installed" in M.needs_module("surely_not_a_module_xyz")()

@@ -1,11 +1,8 @@
-"""Memory of a training step, per parameter: `python -m tigercore bench --memory`.
-
-persistent = params + the gradients held when step() runs + optimizer state, counted from the
-tensors themselves (unique storages; tensor subclasses such as 8-bit states are flattened).
-peak = params + state at the start of an iteration + the most bytes the CPU allocator holds at
-once for allocations made in backward, step and zero_grad (the profiler's allocation events: the
-c10 allocator, so allocations inside kernels count). Forward allocations (activations) are left
-out and reported apart. Known answers (tests/test_bench_memory.py): AdamW fp32 16 B/param, Lion 12.
+"""Bytes per parameter of a training step (`python -m tigercore bench --memory`). persistent:
+params + grads held at step() + optimizer state, from the tensors' storages (subclasses flattened).
+peak: params + state + the most the CPU allocator holds at once for allocations of backward, step
+and zero_grad (profiler allocation events: inside kernels too); forward allocations (activations)
+apart. Known answers (tests/test_bench_memory.py): AdamW fp32 16 B/param, Lion 12.
 """
 from __future__ import annotations
 
@@ -96,7 +93,9 @@ def needs_module(name: str) -> Callable[[], Optional[str]]:
 def needs_kwarg(cls, kwarg: str) -> Callable[[], Optional[str]]:
     def check():
         sig = inspect.signature(cls.__init__).parameters
-        return None if kwarg in sig else f"{cls.__module__}.{cls.__name__} has no {kwarg!r} argument"
+        if kwarg in sig or any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+            return None  # present, or **kwargs: the constructor decides
+        return f"{cls.__module__}.{cls.__name__} has no {kwarg!r} argument"
     return check
 
 
@@ -115,7 +114,7 @@ def _peer(module: str, attr: str, **kw) -> Callable:
 
 
 def default_rows(peers: bool = True) -> list[Row]:
-    f32, bf16 = torch.float32, torch.bfloat16
+    bf16 = torch.bfloat16
     L, T = tc_optim.Lion, tc_optim.Tiger
 
     def lion(**kw):
@@ -168,11 +167,12 @@ def default_rows(peers: bool = True) -> list[Row]:
 # ---- the model and one training iteration -------------------------------------------------
 def mlp(width: int = 1024, depth: int = 4, dtype=torch.float32, seed: int = 0) -> torch.nn.Module:
     """depth x (LayerNorm, Linear, GELU): 4.2 M parameters at the defaults."""
-    torch.manual_seed(seed)
-    layers = []
-    for _ in range(depth):
-        layers += [torch.nn.LayerNorm(width), torch.nn.Linear(width, width), torch.nn.GELU()]
-    return torch.nn.Sequential(*layers).to(dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers = []
+        for _ in range(depth):
+            layers += [torch.nn.LayerNorm(width), torch.nn.Linear(width, width), torch.nn.GELU()]
+        return torch.nn.Sequential(*layers).to(dtype)
 
 
 class _Runner:
