@@ -45,8 +45,13 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
          arg("--device", default=None, help="cpu or cuda (default: cuda if available)"),
          arg("--no-peers", action="store_true", help="skip installed peer optimizers"),
          arg("--no-compile", action="store_true", help="skip the torch.compile baseline"),
-         arg("--no-dpm", action="store_true", help="skip the Analytic-DPM reductions"))
+         arg("--no-dpm", action="store_true", help="skip the Analytic-DPM reductions"),
+         arg("--memory", action="store_true", help="instead: bytes per parameter of a training step "
+             "(persistent and peak) and step time against AdamW, for each optimizer configuration"))
 def run(args) -> int:
+    if args.memory:
+        from ..benchmarks import memory
+        return memory.run_cli(args)
     from ..benchmarks import ceilings, optim as bo, report
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
