@@ -2,7 +2,7 @@
 
 Known answers from the state layouts, with n parameters in k tensors: AdamW fp32 keeps params,
 grads, exp_avg, exp_avg_sq (4 B each) and a float32 0-d step per tensor: 16n + 4k; Lion fp32 12n
-plus an int64 0-d step per tensor (8k); bf16 params per precision mode as the README lists. The
+plus per tensor an int64 0-d step and an int64 [2] parameter stamp (24k); bf16 params per precision mode as the README lists. The
 peak is checked against an optimizer whose step allocates a buffer of a known size.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ def _sizes():
 
 
 N, K, BIGGEST = _sizes()
+PER_TENSOR = 8 + 16  # tigercore: 'step' (int64) and 'param_stamp' (int64 [2]) per tensor
 
 
 def _measure(make, dtype=torch.float32):
@@ -46,8 +47,8 @@ def test_adamw_fp32_is_16_bytes_per_param(fused):
 
 def test_lion_fp32_is_12_bytes_per_param():
     r = _measure(lambda ps: tc_optim.Lion(ps, lr=1e-4))
-    assert r["bytes"] == {"params": 4 * N, "grads": 4 * N, "state": 4 * N + 8 * K}
-    assert r["persistent_bytes"] == 12 * N + 8 * K
+    assert r["bytes"] == {"params": 4 * N, "grads": 4 * N, "state": 4 * N + PER_TENSOR * K}
+    assert r["persistent_bytes"] == 12 * N + PER_TENSOR * K
 
 
 # state bytes per parameter for bf16 params: momentum + master (fp32) or kahan_comp (bf16)
@@ -58,7 +59,7 @@ BF16_STATE = {("master", None): 8, ("kahan", None): 6, ("stochastic", None): 4, 
 @pytest.mark.parametrize("mode,momentum", list(BF16_STATE))
 def test_bf16_params_per_precision_mode(mode, momentum):
     r = _measure(lambda ps: tc_optim.Lion(ps, lr=1e-4, precision=mode, momentum_dtype=momentum), torch.bfloat16)
-    assert r["bytes"] == {"params": 2 * N, "grads": 2 * N, "state": BF16_STATE[mode, momentum] * N + 8 * K}
+    assert r["bytes"] == {"params": 2 * N, "grads": 2 * N, "state": BF16_STATE[mode, momentum] * N + PER_TENSOR * K}
 
 
 class ScratchSGD(torch.optim.Optimizer):
@@ -129,7 +130,7 @@ def test_rows_skip_with_reason_or_raise():
     absent = M.Row("absent", lambda ps: tc_optim.Lion(ps), needs=lambda: "feature X is absent")
     broken = M.Row("broken peer", lambda ps: 1 / 0, optional=True)
     res = M.run_rows([ok, absent, broken], WIDTH, DEPTH, BATCH, rounds=1, reference="lion", log=logged.append)
-    assert res[0]["step_x_ref"] == 1.0 and res[0]["persistent_bytes"] == 12 * N + 8 * K
+    assert res[0]["step_x_ref"] == 1.0 and res[0]["persistent_bytes"] == 12 * N + PER_TENSOR * K
     assert res[1] == {"name": "absent", "skipped": "feature X is absent"}
     assert res[2]["skipped"].startswith("ZeroDivisionError")
     assert logged == ["skipped: absent: feature X is absent", f"skipped: broken peer: {res[2]['skipped']}"]
