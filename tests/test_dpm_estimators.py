@@ -298,11 +298,11 @@ def test_table_save_load_and_ms_eps(tmp_path):
     assert o.one_minus_gamma.dtype == torch.float64 and o.estimator == "ms_eps"
     np.save(tmp_path / "g.npy", gamma32)
     assert torch.equal(GammaTable.from_ms_eps(tmp_path / "g.npy").one_minus_gamma, o.one_minus_gamma)
-    assert torch.equal(GammaTable.from_ms_eps(gamma32[1:], num_steps=30).one_minus_gamma, o.one_minus_gamma)
+    assert torch.equal(GammaTable.from_ms_eps(gamma32[1:], num_timesteps=30).one_minus_gamma, o.one_minus_gamma)
     with pytest.raises(ValueError, match="not a tigercore GammaTable"):
         GammaTable.load(tmp_path / "official.ms_eps.pth")
     with pytest.raises(ValueError, match="N \\+ 1"):
-        GammaTable.from_ms_eps(gamma32, num_steps=40)
+        GammaTable.from_ms_eps(gamma32, num_timesteps=40)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         GammaTable(delta + 2, t.stderr, t.count, t.clipped)
 

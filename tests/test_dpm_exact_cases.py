@@ -218,7 +218,7 @@ def test_gaussian_trajectories_all_tie(lin):
     for p in paths:
         assert abs(trajectory_cost(lin, delta, p) - want) < 1e-9
         assert abs(trajectory_kl_per_dim(lin, delta, p) - kl_want) < 1e-9
-    q = quad_ddim_trajectory(1000, 10)
+    q = quad_ddim_trajectory(1000, 10).timesteps
     assert q[0] == 1 and q[-1] == int(0.8 * 1000) + 1
 
 
@@ -341,7 +341,7 @@ def test_schedule_conventions_and_errors():
     assert cos.betas[0] == 0 and cos.alpha_bar[0] == 1 and cos.beta_bar[0] == 0
     assert float(cos.betas[1000]) == 0.999                              # the max_beta clip
     custom = NoiseSchedule.from_betas(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
-    assert custom.num_steps == 1000 and custom.betas.shape == (1001,)
+    assert custom.num_timesteps == 1000 and custom.betas.shape == (1001,)
     torch.testing.assert_close(custom.alpha_bar, NoiseSchedule.linear(1000).alpha_bar, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="open interval"):
         NoiseSchedule.from_betas([0.1, 1.0])

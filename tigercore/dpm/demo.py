@@ -150,7 +150,7 @@ def _run(args) -> int:
     print(f"clip active at {int(table.clipped.sum())} of {N} timesteps")
 
     # 2. trajectories
-    lin = linear_trajectory(N, K)
+    lin = linear_trajectory(N, K).timesteps
     opt, cost = optimal_trajectory(sch, table, K)
     kl_lin, kl_opt = trajectory_kl_per_dim(sch, table, lin), trajectory_kl_per_dim(sch, table, opt)
     print("\n2. trajectories (KL per dim, Σ_k≥2, from the estimated δ)")
@@ -194,7 +194,7 @@ def _plot(args, sch, toy, table, lin, opt, samples, bpd) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    N = sch.num_steps
+    N = sch.num_timesteps
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     n_all = torch.arange(1, N + 1)
     a = ax[0, 0]

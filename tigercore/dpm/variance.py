@@ -58,8 +58,8 @@ def _delta(one_minus_gamma, schedule: NoiseSchedule) -> Tensor:
     d = torch.as_tensor(d)
     if not d.is_floating_point():
         raise TypeError(f"one_minus_gamma must be floating (float64 recommended), got {d.dtype}")
-    if d.shape != (schedule.num_steps + 1,):
-        raise ValueError(f"one_minus_gamma must have shape ({schedule.num_steps + 1},) "
+    if d.shape != (schedule.num_timesteps + 1,):
+        raise ValueError(f"one_minus_gamma must have shape ({schedule.num_timesteps + 1},) "
                          f"(index 0 unused), got {tuple(d.shape)}")
     return d.detach().to("cpu", torch.float64)
 

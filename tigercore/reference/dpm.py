@@ -16,7 +16,7 @@ from torch import Tensor
 
 __all__ = [
     "EPS_STATS_COLUMNS", "eps_stats", "segment_moments", "merge_moments",
-    "minplus_dp", "minplus_path", "delta_cost", "delta_cost_matrix",
+    "minplus_dp", "minplus_path", "delta_cost", "delta_cost_matrix", "check_output_bytes",
 ]
 
 # Columns of eps_stats' output, in order. Per sample, with d = numel of one sample:
@@ -154,6 +154,25 @@ def eps_stats(eps_pred: Tensor, eps: Optional[Tensor] = None, x0: Optional[Tenso
     return out
 
 
+# ---------------------------------------------------------------------------- output sizes
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def check_output_bytes(op: str, name: str, value: int, shape) -> None:
+    """Refuse ``value`` (num_steps or K) when an output of ``shape`` (dims formed from it, each
+    counted as at least 1) would need more than 2^63 − 1 bytes of 8-byte elements: the rule of the
+    native entries' overflow-checked sizes (csrc/dpm_common.h [note: checked output sizes]), so every
+    backend fails alike, before any allocation, for 2^62 or 2^63 − 1 (docs/semantics-dpm.md §9)."""
+    nbytes = 8
+    for d in shape:
+        nbytes *= max(int(d), 1)
+    if nbytes > _INT64_MAX:
+        dims = ", ".join(str(d) for d in shape)
+        raise ValueError(f"tigercore::{op}: {name} = {value} is too large: an output of shape [{dims}] "
+                         "of 8-byte elements would exceed 2^63 - 1 bytes")
+
+
 # ---------------------------------------------------------------------------- segment moments
 
 def _segment_sum(v: Tensor, seg: Tensor, nseg: int) -> Tensor:
@@ -198,6 +217,10 @@ def segment_moments(stats: Tensor, timesteps: Tensor, num_steps: int) -> Tuple[T
     if timesteps.shape != stats.shape[:1]:
         raise ValueError(f"timesteps must be [B] = [{stats.shape[0]}], got shape {tuple(timesteps.shape)}")
     num_steps = int(num_steps)
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    k = stats.shape[1]
+    check_output_bytes("segment_moments", "num_steps", num_steps, (num_steps + 1, k, k))
     ts = timesteps.to(device=stats.device, dtype=torch.long)
     if ts.numel() and (int(ts.min()) < 1 or int(ts.max()) > num_steps):
         raise ValueError(f"timesteps must lie in 1..{num_steps}, got range [{int(ts.min())}, {int(ts.max())}]")
@@ -311,6 +334,7 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
         raise ValueError(f"start must lie in 0..{N}, got {start}")
     if K < 1:
         raise ValueError(f"K must be >= 1, got {K}")
+    check_output_bytes("minplus_dp", "K", K, (K + 1, N + 1))
 
     def block_T(s_lo: int, s_hi: int, t_lo: int, t_hi: int) -> np.ndarray:
         """FT[t_lo:t_hi, s_lo:s_hi] with +inf where s >= t (callable path)."""
