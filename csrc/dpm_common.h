@@ -1,5 +1,5 @@
 // dpm_common.h — input checks and preparation shared by the CPU and CUDA entry points of
-// tigercore::eps_stats, segment_moments and minplus_dp (spec analytic_dpm.md §9). Checks and
+// tigercore::eps_stats, segment_moments and minplus_dp (docs/semantics-dpm.md §9). Checks and
 // messages follow the reference (tigercore/reference/dpm.py) in order and exception type
 // (TypeError / ValueError), so a call fails the same way with or without the extension.
 #pragma once
@@ -36,7 +36,7 @@ inline void check_floating(const char* op, const char* name, const at::Tensor& t
 // products up to the byte count of the largest output are formed with overflow-checked arithmetic
 // before anything else uses them, so 2^62 or INT64_MAX is a ValueError instead of a signed overflow
 // (which UBSan reports) or an allocation of a wrapped size. The rule, shared with the reference
-// (tigercore/reference/dpm.py, _check_output_bytes): the largest output's bytes must fit in int64.
+// (tigercore/reference/dpm.py, check_output_bytes): the largest output's bytes must fit in int64.
 
 // N + 1 (or K + 1), or -1 if that overflows.
 inline int64_t checked_plus_one(int64_t n) {

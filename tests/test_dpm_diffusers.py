@@ -1,4 +1,4 @@
-# The diffusers scheduler tigercore.dpm.diffusers.AnalyticDPMScheduler (docs/semantics-dpm.md §10)
+# The diffusers scheduler tigercore.dpm.diffusers.AnalyticDPMScheduler (docs/semantics-dpm.md §13)
 # with a tiny random UNet2DModel built from a config (no downloads): its variances equal
 # reverse_variance and an independent float64 formula, its chains equal AnalyticSampler's with the
 # same noise bit for bit (DDPM and DDIM forms), DDPMPipeline / DDIMPipeline run it and give the same

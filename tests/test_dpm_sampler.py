@@ -1,4 +1,4 @@
-# AnalyticSampler and nelbo (spec analytic_dpm.md §3, §4, §6, §7, §8) on data with exact ε-models:
+# AnalyticSampler and nelbo (docs/semantics-dpm.md §3, §4, §6, §7, §8) on data with exact ε-models:
 # Gaussian output distributions against an independent linear-Gaussian recursion, NPR/SN heads vs
 # the scalar table, the τ1 clamp, point-mass and Gaussian NELBO terms in closed form, the
 # discretized decoder, and input validation.

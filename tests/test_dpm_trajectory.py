@@ -1,4 +1,4 @@
-# Trajectory DP (spec analytic_dpm.md §5, §11.5c): minplus_dp against brute force over all paths,
+# Trajectory DP (docs/semantics-dpm.md §5, §11.5): minplus_dp against brute force over all paths,
 # first-argmin ties, recomputed costs, DP ≤ even spacing, chunking invariance, dp_seg, dp_vb and
 # the fixed linear / quad_ddim spacings. Reference DP: tigercore/reference/dpm.py.
 import math

@@ -1,4 +1,4 @@
-# Renamed keywords of the tigercore.dpm API (docs/semantics-dpm.md §1, "names"): N, the length of
+# Renamed keywords of the tigercore.dpm API (docs/semantics-dpm.md §1, "Names"): N, the length of
 # the forward process, is `num_timesteps` everywhere and K, the number of sampling steps, is
 # `num_inference_steps` everywhere. The old keywords (`num_steps`, which meant N in some places and K
 # in others, and `K`) keep working for now with a DeprecationWarning. Tests: tests/test_dpm_api.py.

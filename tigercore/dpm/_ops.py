@@ -1,4 +1,4 @@
-# The Analytic-DPM dispatcher ops (spec analytic_dpm.md §9): schemas, fake kernels, the pure-PyTorch
+# The Analytic-DPM dispatcher ops (docs/semantics-dpm.md §9): schemas, fake kernels, the pure-PyTorch
 # references (tigercore/reference/dpm.py) as default kernels, and typed wrappers. Imported by
 # tigercore/_ops.py, so the ops exist without the extension; the native kernels are
 # csrc/cpu/dpm_ops.cpp and csrc/cuda/dpm.cu and win once tigercore._C is loaded.

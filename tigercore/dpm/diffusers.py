@@ -1,4 +1,4 @@
-# Analytic-DPM as a 🤗 diffusers scheduler (docs/semantics-dpm.md §10): AnalyticDPMScheduler
+# Analytic-DPM as a 🤗 diffusers scheduler (docs/semantics-dpm.md §13): AnalyticDPMScheduler
 # (SchedulerMixin + ConfigMixin) takes a trained model's scheduler config and a Γ table, chooses an
 # even / quadratic / KL-optimal trajectory and steps with the analytic (or NPR, SN, β, β̃) variance
 # through tigercore.dpm.sampler.reverse_step, so its chains equal AnalyticSampler's bit for bit.
@@ -236,7 +236,7 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
              eta: Optional[float] = None, use_clipped_model_output: Optional[bool] = None,
              variance_noise: Optional[Tensor] = None, **kwargs):
         """One reverse step from ``timestep`` (diffusers convention t = n − 1, one of
-        ``self.timesteps``) to the previous trajectory point (docs/semantics-dpm.md §5, §6).
+        ``self.timesteps``) to the previous trajectory point (docs/semantics-dpm.md §6, §13).
 
         ``eta`` (as DDIMPipeline passes it) selects the DDIM-form mean with λ² = η²β̃ for this
         step; without it the config's ``kind`` and ``eta`` apply. ``variance_noise`` replaces the

@@ -1,4 +1,4 @@
-# Monte Carlo estimation of δ_n = 1 − Γ_n, Γ_n = E‖ε_θ(x_n, n)‖²/d (spec analytic_dpm.md §2, §9).
+# Monte Carlo estimation of δ_n = 1 − Γ_n, Γ_n = E‖ε_θ(x_n, n)‖²/d (docs/semantics-dpm.md §2, §9).
 # GammaEstimator accumulates per-timestep float64 moments of eps_stats' (y, c, u, z, w) with
 # segment_moments + Chan merges (also across torch.distributed ranks) and reports δ̂_n with the
 # optimal control variate ("cv"), the NPR scalar ("npr") or the official naive mean ("naive").
@@ -188,7 +188,7 @@ def _load_vector(source) -> Tensor:
 
 
 class GammaEstimator:
-    """Accumulate per-timestep statistics of ε_θ and estimate δ_n = 1 − Γ_n (spec §2).
+    """Accumulate per-timestep statistics of ε_θ and estimate δ_n = 1 − Γ_n (docs/semantics-dpm.md §2).
 
     ``estimator``:
       * ``"cv"`` (default): optimal control variate δ̂ = ū − (1 − b̂)(c̄ − 1), b̂ = Ĉov(y,c)/V̂ar(c),
@@ -343,7 +343,7 @@ class GammaEstimator:
 
 
 def _check_finite_stats(stats: Tensor, eps_pred: Tensor, eps: Optional[Tensor]) -> None:
-    """Refuse a batch whose recorded statistics are not finite (docs/semantics-dpm.md §3).
+    """Refuse a batch whose recorded statistics are not finite (docs/semantics-dpm.md §2).
 
     y = Σε̂²/d is finite iff every ε̂ is finite and no square overflows float32 (|ε̂| > 1.8e19), and
     likewise c for ε; u and z can also overflow from finite but huge inputs. The input tensors are

@@ -1,4 +1,4 @@
-# Negative ELBO of a K-step DDPM-type reverse process in bits/dim (spec analytic_dpm.md §7, §4, §8).
+# Negative ELBO of a K-step DDPM-type reverse process in bits/dim (docs/semantics-dpm.md §7, §4, §8).
 # NELBO = KL(q(x_{τK}|x_0) ‖ N(0,I)) + Σ_{k≥2} [(d/2)(λ²/σ² − 1 + log(σ²/λ²)) + ‖μ̃ − μ‖²/(2σ²)]
 #         − log P_dec(x_0 | x_{τ1}),  λ² = β̃(s,t), ‖μ̃ − μ‖² = γ²‖x_0 − clamp(x̂_0)‖², one x_t per term,
 # with the discretized Gaussian decoder (tanh-approximated Φ, as the official code) of variance
@@ -24,7 +24,7 @@ _LN2 = math.log(2.0)
 
 @dataclass
 class NelboResult:
-    """Per-sample NELBO parts, every tensor in the same unit, ``unit`` (docs/semantics-dpm.md §8).
+    """Per-sample NELBO parts, every tensor in the same unit, ``unit`` (docs/semantics-dpm.md §7).
 
     ``nelbo`` returns bits/dim: the nats of each part divided by d·ln 2. ``bpd`` = ``continuous`` +
     ``discrete``; ``continuous`` = ``prior`` + Σ ``terms``; ``discrete`` = the decoder's −log P;
@@ -168,7 +168,7 @@ def nelbo(schedule: NoiseSchedule, model: Callable, x0: Tensor, trajectory: Unio
 @dataclass
 class NelboTerms:
     """Expected NELBO terms of every step pair: the matrix :func:`dp_vb_trajectory` consumes
-    (the official ``get_nelbo_terms``; docs/semantics-dpm.md §7, §8).
+    (the official ``get_nelbo_terms``; docs/semantics-dpm.md §5, §7).
 
     ``F``: float64 [N+1, N+1], nats per datum (summed over the d dimensions, averaged over the
     data): F[s, t] for 1 ≤ s < t = E[L_{s,t}], the KL term of the step t → s; F[0, t] = the decoder

@@ -1,4 +1,4 @@
-# Reverse sampling loop of Analytic-DPM (spec analytic_dpm.md §3 means, §4 clips, §6 loop, §8 heads).
+# Reverse sampling loop of Analytic-DPM (docs/semantics-dpm.md §3 means, §4 clips, §6 loop, §8 heads).
 # DDPM type: μ = coeff1·x̂_0 + coeff2·x_t; DDIM type (any η): μ = √ᾱ_s x̂_0 + √(β̄_s − λ²)·ε̂ (raw ε̂);
 # σ² = λ² + γ²·cov_x0 from a δ table (analytic) or per-element heads (NPR / SN / "eps"), or the
 # β_{t|s} / λ² baselines. Coefficients are float64 per step, cast to x's dtype.
@@ -98,7 +98,7 @@ def reverse_step(schedule: NoiseSchedule, x: Tensor, eps_hat: Tensor, s: int, t:
                  clip_cov: Union[bool, float] = True, clip_pixel: Optional[float] = None, first_step: int = 1,
                  avg_cov: bool = False, noise: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None):
-    """One reverse step x_t → x_s of Analytic-DPM (docs/semantics-dpm.md §5, §6); returns (x_s, x̂_0).
+    """One reverse step x_t → x_s of Analytic-DPM (docs/semantics-dpm.md §3, §4, §6); returns (x_s, x̂_0).
 
     Shared by :class:`AnalyticSampler` and the diffusers scheduler, so both give the same bits.
     x̂_0 = x_t/√ᾱ_t − √(β̄_t/ᾱ_t)·ε̂, clamped to [−1, 1] if ``clip_x0``; μ as in :func:`_mean`;
@@ -124,7 +124,7 @@ def reverse_step(schedule: NoiseSchedule, x: Tensor, eps_hat: Tensor, s: int, t:
     return mu + math.sqrt(float(step_variance)) * z.to(x.dtype), x0
 
 
-def resolve_eta(kind: str, eta: Optional[float], where: str) -> float:
+def resolve_eta(kind: str, eta: Optional[float], where: str, stacklevel: int = 3) -> float:
     """η of a reverse process: 1 (DDPM) is the default everywhere; kind='ddim' needs it explicitly."""
     if kind not in ("ddpm", "ddim"):
         raise ValueError(f"kind must be 'ddpm' or 'ddim', got {kind!r}")
@@ -133,7 +133,7 @@ def resolve_eta(kind: str, eta: Optional[float], where: str) -> float:
             return 1.0
         warnings.warn(f"{where}: kind='ddim' without eta uses η = 0 (the old default); pass eta explicitly "
                       "(η defaults to 1, DDPM, everywhere else in tigercore.dpm; omitting it for kind='ddim' "
-                      "will become an error)", DeprecationWarning, stacklevel=3)
+                      "will become an error)", DeprecationWarning, stacklevel=stacklevel)
         return 0.0
     eta = float(eta)
     if kind == "ddpm" and eta != 1.0:
@@ -171,7 +171,7 @@ class AnalyticSampler:
                  variance: str = "analytic", clip_x0: bool = True, clip_cov: Union[bool, float] = True,
                  clip_pixel: Optional[float] = None, avg_cov: bool = False,
                  time_fn: Optional[Callable[[Tensor], Tensor]] = None):
-        eta = resolve_eta(kind, eta, "AnalyticSampler")
+        eta = resolve_eta(kind, eta, "AnalyticSampler", stacklevel=4)   # user → renamed_kwargs → __init__
         if variance not in VARIANCES:
             raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
         if variance == "analytic" and one_minus_gamma is None:

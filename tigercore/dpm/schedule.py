@@ -1,8 +1,8 @@
-# Noise schedules for Analytic-DPM, computed in log space (spec analytic_dpm.md §1).
+# Noise schedules for Analytic-DPM, computed in log space (docs/semantics-dpm.md §1).
 # log ᾱ_n = Σ_{i≤n} log1p(−β_i), β̄_n = −expm1(log ᾱ_n); skip-step quantities α_{t|s}, β_{t|s},
 # β̃(s,t) are evaluated on the fly from log ᾱ (no (N+1)² tables). Index 0 is unused: β_0 = 0,
 # ᾱ_0 = 1, β̄_0 = 0. All tables are float64 on the CPU.
-# Tests: tests/test_dpm_exact_cases.py (spec §11 T1/T2, cosine tail of §10.1).
+# Tests: tests/test_dpm_exact_cases.py (docs/semantics-dpm.md §11.1 (T1/T2), cosine tail of §10).
 from __future__ import annotations
 
 import math
@@ -156,7 +156,7 @@ def call_eps_model(model: Callable, x: Tensor, n: IndexLike,
     """Call ``model(x, time_fn(n))`` with n as an int64 [B] tensor on x's device.
 
     [note: model time convention] The model receives the diffusion index n ∈ 1..N by default.
-    Pass ``time_fn`` for other conventions (spec §1): ``lambda n: n - 1`` (iDDPM/DDIM networks,
+    Pass ``time_fn`` for other conventions (docs/semantics-dpm.md §1): ``lambda n: n - 1`` (iDDPM/DDIM networks,
     ``shift1``), ``lambda n: n * 1000 / N`` (rescaled), ``lambda n: 999 * n / N`` (score-SDE).
     """
     nt = torch.as_tensor(n, dtype=torch.long, device=x.device)

@@ -1,4 +1,4 @@
-# Sampling trajectories 1 = τ_1 < … < τ_K = N (spec analytic_dpm.md §5).
+# Sampling trajectories 1 = τ_1 < … < τ_K = N (docs/semantics-dpm.md §5).
 # optimal_trajectory: min-plus DP of the δ-form cost F[s,t] = log(α_{t|s}β̄_s + β_{t|s}δ_t) − log β̄_t
 # (KL-optimal for Analytic-DDPM); dp_seg: the official tail-splitting heuristic on naive Γ tables;
 # dp_vb: the likelihood DP on a Monte Carlo NLL matrix; linear / quad_ddim: fixed spacings.
@@ -26,7 +26,7 @@ __all__ = ["Trajectory", "linear_trajectory", "quad_ddim_trajectory", "optimal_t
 
 
 class Trajectory(NamedTuple):
-    """What every trajectory function returns (docs/semantics-dpm.md §7).
+    """What every trajectory function returns (docs/semantics-dpm.md §5).
 
     ``timesteps``: int64 [K], strictly ascending in 1..N (τ_1 … τ_K). ``cost``: the objective the
     function minimised for this path, as a float: Σ F (the δ-form cost, :func:`trajectory_cost`)
@@ -125,7 +125,7 @@ def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_inference_s
         if hit.numel():
             warnings.warn(f"optimal_trajectory: the path lands on timesteps {hit[:6].tolist()} where δ̂ was "
                           "clipped to 0; the DP treats them as (nearly) free. Estimate δ with more samples "
-                          "or estimator='npr', or check the path.", RuntimeWarning, stacklevel=2)
+                          "or estimator='npr', or check the path.", RuntimeWarning, stacklevel=3)
     return Trajectory(path, float(C[K, N]))
 
 
@@ -157,7 +157,7 @@ def trajectory_cost(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> floa
 
 def trajectory_kl_per_dim(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> float:
     """Σ_{k≥2} E KL(q(x_s|x_t,x_0) ‖ p(x_s|x_t))/d = ½ Σ J(s,t) for Analytic-DDPM with the exact mean
-    (spec §5): ½(Σ F + log(β̄_{τK} / (α_{τK|τ1} β̄_{τ1}))), the log term being Σ log(β̄_t/(α_{t|s}β̄_s))."""
+    (docs/semantics-dpm.md §5): ½(Σ F + log(β̄_{τK} / (α_{τK|τ1} β̄_{τ1}))), the log term being Σ log(β̄_t/(α_{t|s}β̄_s))."""
     t = _path(schedule, timesteps)
     a, b = int(t[0]), int(t[-1])
     const = float(schedule.log_beta_bar[b] - schedule.log_skip_alpha(a, b) - schedule.log_beta_bar[a])
@@ -166,7 +166,7 @@ def trajectory_kl_per_dim(schedule: NoiseSchedule, one_minus_gamma, timesteps) -
 
 @renamed_kwargs(num_steps="num_inference_steps")
 def dp_seg_trajectory(schedule: NoiseSchedule, table, num_inference_steps: int) -> Trajectory:
-    """Official ``dp_seg`` (docs/semantics-dpm.md §7): cut the tail where the naive Γ̂ exceeds 1,
+    """Official ``dp_seg`` (docs/semantics-dpm.md §5): cut the tail where the naive Γ̂ exceeds 1,
     DP on the head. The cost of the returned :class:`Trajectory` is Σ F over the whole path.
 
     ``table``: a :class:`GammaTable` (Γ̂ > 1 ⇔ ``clipped & (δ == 0)``, as after ``from_ms_eps``) or a
@@ -175,7 +175,7 @@ def dp_seg_trajectory(schedule: NoiseSchedule, table, num_inference_steps: int) 
     K2 ≥ 1 if num_bad > 0 (each adjustment moves the difference to the other part). The DP runs on
     [1, N1] with K1 points and round(N − k(N − N1)/K2), k = K2−1..0, is appended.
 
-    [note: dp_seg order] The spec gives the caps without an order; they are applied as listed.
+    [note: dp_seg order] The caps are applied in the order listed (docs/semantics-dpm.md §5).
     """
     N, K = _check_k(schedule.num_timesteps, num_inference_steps)
     if isinstance(table, GammaTable):
@@ -214,7 +214,7 @@ def dp_seg_trajectory(schedule: NoiseSchedule, table, num_inference_steps: int) 
 
 @renamed_kwargs(num_steps="num_inference_steps")
 def dp_vb_trajectory(cost, num_inference_steps: int, *, first_step: Optional[int] = None) -> Trajectory:
-    """Likelihood DP (``dp_vb``, docs/semantics-dpm.md §7) on an [N+1, N+1] matrix of expected NLL
+    """Likelihood DP (``dp_vb``, docs/semantics-dpm.md §5, §7) on an [N+1, N+1] matrix of expected NLL
     terms in nats, as built by :func:`tigercore.dpm.nelbo_terms` (pass its result or its ``.F``).
 
     ``cost[s, t]`` (0 < s < t) is E[L_{s,t}] of the step t → s and ``cost[0, t]`` the decoder term

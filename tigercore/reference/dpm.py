@@ -1,4 +1,4 @@
-# Pure-torch reference for the Analytic-DPM reductions (spec analytic_dpm.md §2, §5, §9), float64
+# Pure-torch reference for the Analytic-DPM reductions (docs/semantics-dpm.md §2, §5, §9), float64
 # results (eps_stats sums tiles in float32 for non-fp64 inputs, [note: fixed reduction tree]):
 # eps_stats (per-sample y, c, u, z, w), segment_moments (per-timestep count/mean/co-moments),
 # merge_moments (Chan), minplus_dp (trajectory DP) and the δ-form DP cost of §5.
@@ -34,7 +34,7 @@ SEGMENT_TILE = 64         # leaf tile of segment_moments' fixed reduction tree (
 # element-wise halving adds. Element-wise ops do not depend on the thread count or on the other
 # rows of the batch, so results are bitwise reproducible across thread counts and batch splits,
 # and a native kernel with the same tile size reproduces them.
-# eps_stats (spec §9) works in a compute type: float32 when the inputs are fp16/bf16/fp32 (and
+# eps_stats (docs/semantics-dpm.md §9) works in a compute type: float32 when the inputs are fp16/bf16/fp32 (and
 # mixed ones without fp64), float64 when any input is fp64. Each element is upcast to it (exact),
 # the per-element terms are formed there with one rounding per operation, in this order: y = ê·ê,
 # c = e·e, u = (e−ê)·(e+ê), z = (e−ê)·(e−ê), w = (x0−x̂0)·(x0−x̂0) (torch's element-wise fp32 ops are
@@ -205,7 +205,7 @@ def segment_moments(stats: Tensor, timesteps: Tensor, num_steps: int) -> Tuple[T
     Args: ``stats`` [B, k] floating, ``timesteps`` [B] integer in 1..num_steps (mixed allowed).
     Returns ``(count, mean, comoment)``: count [N+1] float64, mean [N+1, k] float64 and
     comoment [N+1, k, k] float64 = Σ_i (x_i − mean)(x_i − mean)ᵀ over the samples of each n, whose
-    diagonal is the M2 of each column and whose [y, c] entry is the C_yc of spec §9. Timesteps
+    diagonal is the M2 of each column and whose [y, c] entry is the C_yc of docs/semantics-dpm.md §9. Timesteps
     without samples (and index 0) have count 0, mean 0, comoment 0. NaN columns stay NaN.
     """
     _check_float("stats", stats)
@@ -239,7 +239,7 @@ def merge_moments(a: Tuple[Tensor, Tensor, Tensor], b: Tuple[Tensor, Tensor, Ten
                   ) -> Tuple[Tensor, Tensor, Tensor]:
     """Chan et al. merge of two ``(count, mean, comoment)`` states (shapes as segment_moments').
 
-    n = n_a + n_b, Δ = μ_b − μ_a, μ = μ_a + Δ·n_b/n, C = C_a + C_b + ΔΔᵀ·n_a·n_b/n (spec §9).
+    n = n_a + n_b, Δ = μ_b − μ_a, μ = μ_a + Δ·n_b/n, C = C_a + C_b + ΔΔᵀ·n_a·n_b/n (docs/semantics-dpm.md §9).
     Rows with n = 0 stay zero.
     """
     na, ma, ca = a
@@ -264,7 +264,7 @@ CostLike = Union[Tensor, Callable[[Tensor, Tensor], Tensor]]
 
 
 def delta_cost(log_alpha_bar: Tensor, delta: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    """δ-form DP cost F[s,t] = log(α_{t|s} β̄_s + β_{t|s} δ_t) − log β̄_t (spec §5), outer over s, t.
+    """δ-form DP cost F[s,t] = log(α_{t|s} β̄_s + β_{t|s} δ_t) − log β̄_t (docs/semantics-dpm.md §5), outer over s, t.
 
     ``s`` [S] and ``t`` [T] are integer index tensors (1 ≤ s); returns [S, T] float64 with +inf
     where s ≥ t. Finite for every δ_t ≥ 0 because α_{t|s} β̄_s > 0 for s ≥ 1.
