@@ -1,7 +1,8 @@
 # Analytic-DPM: analytic optimal reverse variances for pretrained diffusion models
 # (Bao et al., ICLR 2022, arXiv:2201.06503; NPR/SN-DPM, ICML 2022, arXiv:2206.07309).
 # Semantics: docs/semantics-dpm.md. Schedules (schedule.py), δ = 1 − Γ estimation (gamma.py), σ² (variance.py),
-# trajectories and the DP (trajectory.py), sampling (sampler.py), NELBO (nll.py), demo (demo.py).
+# trajectories and the DP (trajectory.py), sampling (sampler.py), NELBO (nll.py), demos (demo.py,
+# digits.py); the diffusers scheduler is tigercore.dpm.diffusers (optional, imported on demand).
 # Pure-torch float64 reductions behind the native ops: tigercore/reference/dpm.py.
 from .schedule import NoiseSchedule, call_eps_model
 from .gamma import ESTIMATORS, GammaEstimator, GammaTable

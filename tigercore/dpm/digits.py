@@ -163,7 +163,7 @@ def run(args) -> int:
 
 def _grid(x: Tensor, rows: int = 8) -> Tensor:
     imgs = ((x.reshape(-1, 8, 8).clamp(-1, 1) + 1) / 2)[: rows * rows]
-    pad = torch.ones(imgs.shape[0], 10, 10)
+    pad = torch.zeros(imgs.shape[0], 10, 10)           # white frames (gray_r: 0 = white)
     pad[:, 1:9, 1:9] = imgs
     return pad.reshape(rows, rows, 10, 10).permute(0, 2, 1, 3).reshape(rows * 10, rows * 10)
 
