@@ -117,7 +117,7 @@ def test_ddpm_chain_equals_analytic_sampler(unet, table, variance):
 def test_ddim_chain_equals_analytic_sampler(unet, table):
     s = make(table)
     s.set_timesteps(5, trajectory="quad")
-    assert s._steps.tolist() == quad_ddim_trajectory(N, 5).timesteps.tolist()
+    assert s.trajectory_timesteps.tolist() == quad_ddim_trajectory(N, 5).timesteps.tolist()
     x_T = torch.randn(SHAPE, generator=torch.Generator().manual_seed(8))
     got = run_chain(s, unet, x_T, seed=12, eta=0.0)              # as DDIMPipeline calls step
     smp = AnalyticSampler(s.schedule, eps_model(unet), one_minus_gamma=table, trajectory=s._steps,

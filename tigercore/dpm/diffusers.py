@@ -203,6 +203,12 @@ class AnalyticDPMScheduler(SchedulerMixin, ConfigMixin):
         return None if self.gamma_table is None else self.gamma_table.one_minus_gamma
 
     @property
+    def trajectory_timesteps(self) -> Tensor:
+        """The trajectory τ_1 < … < τ_K in tigercore's index n ∈ 1..N (ascending; ``timesteps`` + 1,
+        reversed): what AnalyticSampler, nelbo or estimate_gamma(timesteps=...) take."""
+        return self._steps.clone()
+
+    @property
     def step_variances(self) -> Optional[Tensor]:
         """float64 σ² of the steps τ_{k+1} → τ_k, k = 1..K−1 (ascending), for the scalar variances."""
         return self._step_var
@@ -374,7 +380,7 @@ def estimate_gamma(unet: Callable, scheduler: AnalyticDPMScheduler, data: Union[
     DataLoader / iterable of batches (tensors, tuples whose first item is x_0, or dicts: the
     ``image_key`` entry, else "images", "pixel_values", "image" or "input"). ``timesteps``:
     "all" (every n for every datum: N·M model evaluations, the official scheme), "random" (one n
-    per datum) or a list of n ∈ 1..N (e.g. ``scheduler`` trajectory points + 0..). A tqdm bar
+    per datum) or a list of n ∈ 1..N (e.g. ``scheduler.trajectory_timesteps``). A tqdm bar
     counts model calls when ``progress``. ``device`` defaults to the UNet's. Then
     ``scheduler.set_gamma(table)``; ``table.save(path)`` keeps it.
     """
