@@ -1,10 +1,13 @@
 // dpm_common.h — input checks and preparation shared by the CPU and CUDA entry points of
-// tigercore::eps_stats, segment_moments and minplus_dp (spec analytic_dpm.md §9). Checks and
+// tigercore::eps_stats, segment_moments and minplus_dp (docs/semantics-dpm.md §9). Checks and
 // messages follow the reference (tigercore/reference/dpm.py) in order and exception type
 // (TypeError / ValueError), so a call fails the same way with or without the extension.
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/util/safe_numerics.h>
 
+#include <algorithm>
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -25,6 +28,28 @@ inline DType dpm_dtype(at::ScalarType s) {
 inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK_TYPE(t.is_floating_point(), "tigercore::", op, ": ", name,
                    " must be a floating-point tensor (fp16/bf16/fp32/fp64), got ", t.scalar_type());
+}
+
+// [note: checked output sizes]
+// num_steps (N) and K arrive as any int64 and size the outputs: [N+1], [N+1, k] and [N+1, k, k]
+// float64 (segment_moments), [K+1, N+1] float64 and int64 (minplus_dp). N + 1, K + 1 and the
+// products up to the byte count of the largest output are formed with overflow-checked arithmetic
+// before anything else uses them, so 2^62 or INT64_MAX is a ValueError instead of a signed overflow
+// (which UBSan reports) or an allocation of a wrapped size. The rule, shared with the reference
+// (tigercore/reference/dpm.py, check_output_bytes): the largest output's bytes must fit in int64.
+
+// N + 1 (or K + 1), or -1 if that overflows.
+inline int64_t checked_plus_one(int64_t n) {
+  int64_t out = 0;
+  return c10::add_overflows(n, int64_t(1), &out) ? -1 : out;
+}
+
+// Whether 8 * prod(max(d, 1)) fits in int64 (every output element is 8 bytes).
+inline bool output_bytes_fit(std::initializer_list<int64_t> dims) {
+  int64_t bytes = 8;
+  for (const int64_t d : dims)
+    if (c10::mul_overflows(bytes, std::max<int64_t>(d, 1), &bytes)) return false;
+  return true;
 }
 
 // ---- eps_stats ---------------------------------------------------------------------------------
@@ -122,6 +147,11 @@ inline void check_segment_inputs(const at::Tensor& stats, const at::Tensor& time
   TORCH_CHECK_VALUE(timesteps.dim() == 1 && timesteps.size(0) == rows, "tigercore::segment_moments: timesteps must be [B] = [",
                     rows, "], got shape ", timesteps.sizes());
   TORCH_CHECK_VALUE(num_steps >= 0, "tigercore::segment_moments: num_steps must be >= 0, got ", num_steps);
+  // [note: checked output sizes]
+  const int64_t nseg = checked_plus_one(num_steps), k = stats.size(1);
+  TORCH_CHECK_VALUE(nseg > 0 && output_bytes_fit({nseg, k, k}), "tigercore::segment_moments: num_steps = ", num_steps,
+                    " is too large: the comoment output [num_steps + 1, ", k, ", ", k,
+                    "] of float64 would exceed 2^63 - 1 bytes");
 }
 
 inline void check_segment_range(int64_t lo, int64_t hi, int64_t num_steps) {
@@ -161,6 +191,10 @@ inline at::Tensor prepare_minplus(const at::Tensor& F, int64_t K, int64_t start)
   const int64_t N = F.size(0) - 1;
   TORCH_CHECK_VALUE(start >= 0 && start <= N, "tigercore::minplus_dp: start must lie in 0..", N, ", got ", start);
   TORCH_CHECK_VALUE(K >= 1, "tigercore::minplus_dp: K must be >= 1, got ", K);
+  // [note: checked output sizes]
+  const int64_t rows = checked_plus_one(K);
+  TORCH_CHECK_VALUE(rows > 0 && output_bytes_fit({rows, N + 1}), "tigercore::minplus_dp: K = ", K,
+                    " is too large: the outputs C, D of shape [K + 1, ", N + 1, "] would exceed 2^63 - 1 bytes");
   return F.to(at::kDouble).contiguous();
 }
 

@@ -1,4 +1,4 @@
-# Independent float64 oracles for the Analytic-DPM reductions (spec analytic_dpm.md §2, §5, §11.5):
+# Independent float64 oracles for the Analytic-DPM reductions (docs/semantics-dpm.md §2, §5, §11.5):
 # plain float64 sums for eps_stats' columns (with the error bound of its fp32 tiles, and a numpy
 # model of the fp32 tile tree) and exhaustive search over all paths for the DP. They share no code
 # with tigercore.reference.dpm or the native kernels. Used by test_dpm_*.py.

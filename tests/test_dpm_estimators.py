@@ -1,4 +1,4 @@
-# Reductions and Γ/δ estimators (spec analytic_dpm.md §2, §9, §10, §11.5d-e): eps_stats (fixed
+# Reductions and Γ/δ estimators (docs/semantics-dpm.md §2, §9, §10, §11.5): eps_stats (fixed
 # reduction tree: batch-split / thread-count / element-order invariance, fp32-tile accuracy, fp16 overflow),
 # segment_moments + Chan merge, GammaEstimator unbiasedness within 4 SE of the closed forms on
 # Gaussian data with the exact ε-model, GammaTable persistence, ms_eps loading, bad inputs and the
@@ -22,7 +22,7 @@ S2 = 0.25
 
 
 def gaussian_eps_model(sch, s2=S2):
-    """Exact ε*(x_n) = √β̄_n (x_n − √ᾱ_n μ)/v_n for x_0 ~ N(0, s² I) (spec §11.1)."""
+    """Exact ε*(x_n) = √β̄_n (x_n − √ᾱ_n μ)/v_n for x_0 ~ N(0, s² I) (docs/semantics-dpm.md §11.1)."""
     def model(x, n):
         n = torch.as_tensor(n).expand(x.shape[0]) if torch.as_tensor(n).dim() == 0 else n
         ab = torch.as_tensor(sch.alpha_bar)[n].to(x.dtype).unsqueeze(1)
@@ -82,7 +82,7 @@ def test_eps_stats_element_order_within_rounding():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_eps_stats_no_fp16_overflow(dtype):
-    """d = 196,608 (256×256×3): Σε̂² ≈ 2e5 > 65504 would overflow an fp16 accumulator (§10.3)."""
+    """d = 196,608 (256×256×3): Σε̂² ≈ 2e5 > 65504 would overflow an fp16 accumulator (§10)."""
     g = torch.Generator().manual_seed(4)
     e_hat = (1.5 * torch.randn(2, 3, 256, 256, generator=g)).to(dtype)
     e = torch.randn(2, 3, 256, 256, generator=g).to(dtype)
@@ -166,7 +166,7 @@ def closed_form_se(gamma, d, M):
 
 @pytest.fixture(scope="module")
 def gaussian_run():
-    """d = 3072, M = 256 per n, exact ε*, x_0 ~ N(0.3, 0.25 I), fp64 (spec §11.5d)."""
+    """d = 3072, M = 256 per n, exact ε*, x_0 ~ N(0.3, 0.25 I), fp64 (docs/semantics-dpm.md §11.5)."""
     sch = NoiseSchedule.linear(1000)
     d, M, steps = 3072, 256, (10, 500, 900, 1000)
     g = torch.Generator().manual_seed(6)
@@ -298,11 +298,11 @@ def test_table_save_load_and_ms_eps(tmp_path):
     assert o.one_minus_gamma.dtype == torch.float64 and o.estimator == "ms_eps"
     np.save(tmp_path / "g.npy", gamma32)
     assert torch.equal(GammaTable.from_ms_eps(tmp_path / "g.npy").one_minus_gamma, o.one_minus_gamma)
-    assert torch.equal(GammaTable.from_ms_eps(gamma32[1:], num_steps=30).one_minus_gamma, o.one_minus_gamma)
+    assert torch.equal(GammaTable.from_ms_eps(gamma32[1:], num_timesteps=30).one_minus_gamma, o.one_minus_gamma)
     with pytest.raises(ValueError, match="not a tigercore GammaTable"):
         GammaTable.load(tmp_path / "official.ms_eps.pth")
     with pytest.raises(ValueError, match="N \\+ 1"):
-        GammaTable.from_ms_eps(gamma32, num_steps=40)
+        GammaTable.from_ms_eps(gamma32, num_timesteps=40)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         GammaTable(delta + 2, t.stderr, t.count, t.clipped)
 

@@ -1,5 +1,6 @@
-# Closed-form Analytic-DPM cases of spec analytic_dpm.md §11 and the cosine tail of §10.1.
-# Expected values are either the spec's printed tables (compared at their printed precision) or
+# Closed-form Analytic-DPM cases of docs/semantics-dpm.md §11 and the cosine tail of §10.
+# Expected values are either the T1/T2 reference tables (float64 values of the §11.1 closed forms,
+# compared at their printed precision) or
 # recomputed here from independent formulas (numpy cumprod schedule, β_{t|s}v_s/v_t, naive γ,
 # sech² heads, quadrature); nothing is pasted from tigercore's own output.
 import math
@@ -100,7 +101,7 @@ def test_t1_independent_formulas(lin):
 
 
 def test_unit_variance_reduces_to_beta(lin):
-    """s² = 1: Γ_n = β̄_n, δ_n = ᾱ_n and σ*²_DDPM = β_n exactly (spec §11.1)."""
+    """s² = 1: Γ_n = β̄_n, δ_n = ᾱ_n and σ*²_DDPM = β_n exactly (docs/semantics-dpm.md §11.1)."""
     delta = gaussian_delta(lin, 1.0)
     n = torch.arange(2, 1001)
     np.testing.assert_allclose(delta[1:].numpy(), lin.alpha_bar[1:].numpy(), rtol=1e-12)
@@ -170,7 +171,7 @@ def test_decoder_variance_value(lin):
 
 
 def test_stable_gamma_matches_naive_form(lin):
-    """γ in the stable form agrees with the naive form (spec: to 2.8e-14 in fp64) for many η."""
+    """γ in the stable form agrees with the naive form (to 2.8e-14 in fp64, docs/semantics-dpm.md §3) for many η."""
     from tigercore.dpm import gamma_coef, lambda_sq
     betas, ab, bb = np_schedule()
     s = torch.arange(1, 1000, 7)
@@ -200,7 +201,7 @@ def test_point_mass_variance_and_cost(lin):
 
 
 def test_gaussian_trajectories_all_tie(lin):
-    """ΣF = log(α_{N|1} v_1 / v_N) for every path; KL/d = ½ log(v_1 β̄_N / (v_N β̄_1)) (spec §11.1)."""
+    """ΣF = log(α_{N|1} v_1 / v_N) for every path; KL/d = ½ log(v_1 β̄_N / (v_N β̄_1)) (docs/semantics-dpm.md §11.1)."""
     from tigercore.dpm import (linear_trajectory, optimal_trajectory, quad_ddim_trajectory, trajectory_cost,
                                trajectory_kl_per_dim)
     _, ab, bb = np_schedule()
@@ -218,7 +219,7 @@ def test_gaussian_trajectories_all_tie(lin):
     for p in paths:
         assert abs(trajectory_cost(lin, delta, p) - want) < 1e-9
         assert abs(trajectory_kl_per_dim(lin, delta, p) - kl_want) < 1e-9
-    q = quad_ddim_trajectory(1000, 10)
+    q = quad_ddim_trajectory(1000, 10).timesteps
     assert q[0] == 1 and q[-1] == int(0.8 * 1000) + 1
 
 
@@ -293,7 +294,7 @@ def test_rademacher_heads_give_exact_diag_variance(lin):
     assert out.shape == eps_hat.shape
 
 
-# ----------------------------------------------------------------------------- cosine tail (§10.1)
+# ----------------------------------------------------------------------------- cosine tail (§10)
 def test_cosine_tail_keeps_delta_in_fp64(tmp_path):
     cos = NoiseSchedule.cosine(1000)
     delta = gaussian_delta(cos)
@@ -341,7 +342,7 @@ def test_schedule_conventions_and_errors():
     assert cos.betas[0] == 0 and cos.alpha_bar[0] == 1 and cos.beta_bar[0] == 0
     assert float(cos.betas[1000]) == 0.999                              # the max_beta clip
     custom = NoiseSchedule.from_betas(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
-    assert custom.num_steps == 1000 and custom.betas.shape == (1001,)
+    assert custom.num_timesteps == 1000 and custom.betas.shape == (1001,)
     torch.testing.assert_close(custom.alpha_bar, NoiseSchedule.linear(1000).alpha_bar, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="open interval"):
         NoiseSchedule.from_betas([0.1, 1.0])

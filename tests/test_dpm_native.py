@@ -1,4 +1,4 @@
-# Native Analytic-DPM kernels (spec analytic_dpm.md §9, §11.5c/e/f): tigercore::eps_stats,
+# Native Analytic-DPM kernels (docs/semantics-dpm.md §9, §11.5): tigercore::eps_stats,
 # segment_moments and minplus_dp against the pure-PyTorch reference (bitwise: same trees, same
 # argmin) and against independent float64 oracles (tests/_dpm_oracles.py), on every dtype and
 # awkward shapes, across thread counts, batch splits and CPU instruction sets; errors, opcheck,
@@ -90,7 +90,7 @@ def test_eps_stats_fp32_accuracy_against_fp64(dtype, d):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_eps_stats_d196608_no_overflow(dtype):
-    """256×256×3 per sample: Σε̂² ≈ 4.4e5 overflows an fp16 accumulator (§10.3), not these kernels."""
+    """256×256×3 per sample: Σε̂² ≈ 4.4e5 overflows an fp16 accumulator (§10), not these kernels."""
     eh, e, _, _ = inputs((2, 3, 256, 256), dtype, seed=4, scale=1.5)
     if dtype == torch.float16:
         assert torch.isinf(eh[0].pow(2).sum(dtype=torch.float16))

@@ -1,4 +1,4 @@
-# AnalyticSampler and nelbo (spec analytic_dpm.md §3, §4, §6, §7, §8) on data with exact ε-models:
+# AnalyticSampler and nelbo (docs/semantics-dpm.md §3, §4, §6, §7, §8) on data with exact ε-models:
 # Gaussian output distributions against an independent linear-Gaussian recursion, NPR/SN heads vs
 # the scalar table, the τ1 clamp, point-mass and Gaussian NELBO terms in closed form, the
 # discretized decoder, and input validation.
@@ -73,8 +73,8 @@ def check_moments(x, m, V, z=4.0):
 @pytest.mark.parametrize("traj", ["linear", "optimal"])
 def test_gaussian_output_distribution(lin, kind, traj):
     delta = exact_delta(lin)
-    smp = AnalyticSampler(lin, gaussian_model(lin), one_minus_gamma=delta, trajectory=traj, num_steps=10,
-                          kind=kind, clip_x0=False)
+    smp = AnalyticSampler(lin, gaussian_model(lin), one_minus_gamma=delta, trajectory=traj, num_inference_steps=10,
+                          kind=kind, eta=1.0 if kind == "ddpm" else 0.0, clip_x0=False)
     g = torch.Generator().manual_seed(11)
     x = smp.sample((1000, 64), generator=g, dtype=torch.float64)
     m, V = expected_output(lin, smp.timesteps.tolist(), kind)
@@ -84,7 +84,7 @@ def test_gaussian_output_distribution(lin, kind, traj):
 
 def test_gaussian_baseline_is_detectably_wrong(lin):
     """Power check: the β̃ baseline with K = 10 misses the variance by far more than 4 SE."""
-    smp = AnalyticSampler(lin, gaussian_model(lin), trajectory="linear", num_steps=10, variance="beta_tilde",
+    smp = AnalyticSampler(lin, gaussian_model(lin), trajectory="linear", num_inference_steps=10, variance="beta_tilde",
                           clip_x0=False)
     x = smp.sample((1000, 64), generator=torch.Generator().manual_seed(12), dtype=torch.float64)
     m, V = expected_output(lin, smp.timesteps.tolist(), "ddpm")
@@ -95,7 +95,7 @@ def test_gaussian_baseline_is_detectably_wrong(lin):
 def test_heads_reproduce_the_scalar_table(lin, variance):
     """Gaussian data: Var[ε|x_t] = δ_t for every x_t, so NPR (g) and SN (h − ε̂²) equal Analytic."""
     delta = exact_delta(lin)
-    kw = dict(trajectory="linear", num_steps=8, clip_x0=False)
+    kw = dict(trajectory="linear", num_inference_steps=8, clip_x0=False)
     a = AnalyticSampler(lin, gaussian_model(lin), one_minus_gamma=delta, **kw)
     b = AnalyticSampler(lin, gaussian_model(lin, head=variance), variance=variance, **kw)
     xa = a.sample((50, 32), generator=torch.Generator().manual_seed(13), dtype=torch.float64)
@@ -106,13 +106,13 @@ def test_heads_reproduce_the_scalar_table(lin, variance):
 def test_pixel_clip_and_eps_heuristic(lin):
     delta = exact_delta(lin, 1.0)
     smp = AnalyticSampler(lin, gaussian_model(lin, 0.0, 1.0), one_minus_gamma=delta, trajectory="linear",
-                          num_steps=10, clip_pixel=2)
+                          num_inference_steps=10, clip_pixel=2)
     assert float(smp.step_variances[0]) == pytest.approx(pixel_clip_bound(2), rel=1e-15)
     free = AnalyticSampler(lin, gaussian_model(lin, 0.0, 1.0), one_minus_gamma=delta, trajectory="linear",
-                           num_steps=10)
+                           num_inference_steps=10)
     assert float(free.step_variances[0]) > pixel_clip_bound(2)
     torch.testing.assert_close(smp.step_variances[1:], free.step_variances[1:], rtol=0, atol=0)
-    heur = AnalyticSampler(lin, gaussian_model(lin), trajectory="linear", num_steps=5, variance="eps",
+    heur = AnalyticSampler(lin, gaussian_model(lin), trajectory="linear", num_inference_steps=5, variance="eps",
                            avg_cov=True, clip_pixel=1)
     x = heur.sample((8, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     assert x.shape == (8, 3, 4, 4) and x.dtype == torch.float32 and torch.isfinite(x).all()
@@ -149,7 +149,7 @@ def test_sampler_bad_inputs(lin):
         AnalyticSampler(lin, model, variance="large")
     with pytest.raises(ValueError, match=r"\(1001,\)"):
         AnalyticSampler(lin, model, one_minus_gamma=delta[:-1])
-    smp = AnalyticSampler(lin, model, trajectory="linear", num_steps=3, variance="npr")
+    smp = AnalyticSampler(lin, model, trajectory="linear", num_inference_steps=3, variance="npr")
     with pytest.raises(ValueError, match="head"):
         smp.sample((2, 4))
 
@@ -168,7 +168,7 @@ def test_nelbo_point_mass_closed_form(lin):
 
     x0 = torch.full((B, d), m, dtype=torch.float64)
     zero = torch.zeros(1001, dtype=torch.float64)
-    r = nelbo(lin, model, x0, "linear", num_steps=10, one_minus_gamma=zero,
+    r = nelbo(lin, model, x0, "linear", num_inference_steps=10, one_minus_gamma=zero,
               generator=torch.Generator().manual_seed(0))
     assert r.terms.shape == (9, B) and r.terms.abs().max() < 1e-9        # σ² = λ², x̂0 = x0
     abN = float(lin.alpha_bar[1000])
@@ -187,9 +187,10 @@ def test_nelbo_gaussian_terms_match_closed_form_kl(lin):
     g = torch.Generator().manual_seed(15)
     x0 = MU + 0.5 * torch.randn(B, d, generator=g, dtype=torch.float64)
     delta = exact_delta(lin)
-    r = nelbo(lin, gaussian_model(lin), x0, "linear", num_steps=10, one_minus_gamma=delta, clip_x0=False,
+    r = nelbo(lin, gaussian_model(lin), x0, "linear", num_inference_steps=10, one_minus_gamma=delta, clip_x0=False,
               generator=g)
-    total = r.terms.sum(0)
+    total = r.in_nats().terms.sum(0)                  # nats per datum
+    torch.testing.assert_close(r.continuous, r.prior + r.terms.sum(0), rtol=1e-12, atol=0)   # one unit
     want = d * trajectory_kl_per_dim(lin, delta, r.timesteps)
     ab, bb = lin.alpha_bar, lin.beta_bar
     v = ab * S2 + bb
@@ -197,10 +198,10 @@ def test_nelbo_gaussian_terms_match_closed_form_kl(lin):
     se = float(total.std()) / math.sqrt(B)
     assert abs(float(total.mean()) - want) < 4 * se
     # baselines: β̃ has no log term, β pays for a too large variance; both are worse in expectation
-    rb = nelbo(lin, gaussian_model(lin), x0, "linear", num_steps=10, variance="beta_tilde", clip_x0=False,
+    rb = nelbo(lin, gaussian_model(lin), x0, "linear", num_inference_steps=10, variance="beta_tilde", clip_x0=False,
                generator=g)
     assert (rb.terms >= 0).all()
-    assert float(rb.terms.sum(0).mean()) > want + 4 * se
+    assert float(rb.in_nats().terms.sum(0).mean()) > want + 4 * se
 
 
 def test_discretized_decoder_normalised():
@@ -214,9 +215,9 @@ def test_discretized_decoder_normalised():
 
 def test_nelbo_bad_inputs(lin):
     with pytest.raises(ValueError, match="variance"):
-        nelbo(lin, gaussian_model(lin), torch.zeros(2, 3), "linear", num_steps=3, variance="nope")
+        nelbo(lin, gaussian_model(lin), torch.zeros(2, 3), "linear", num_inference_steps=3, variance="nope")
     with pytest.raises(ValueError, match="floating"):
-        nelbo(lin, gaussian_model(lin), torch.zeros(2, 3, dtype=torch.long), "linear", num_steps=3,
+        nelbo(lin, gaussian_model(lin), torch.zeros(2, 3, dtype=torch.long), "linear", num_inference_steps=3,
               variance="beta")
     with pytest.raises(ValueError, match="needs one_minus_gamma"):
-        nelbo(lin, gaussian_model(lin), torch.zeros(2, 3), "linear", num_steps=3)
+        nelbo(lin, gaussian_model(lin), torch.zeros(2, 3), "linear", num_inference_steps=3)

@@ -1,4 +1,4 @@
-# Trajectory DP (spec analytic_dpm.md §5, §11.5c): minplus_dp against brute force over all paths,
+# Trajectory DP (docs/semantics-dpm.md §5, §11.5): minplus_dp against brute force over all paths,
 # first-argmin ties, recomputed costs, DP ≤ even spacing, chunking invariance, dp_seg, dp_vb and
 # the fixed linear / quad_ddim spacings. Reference DP: tigercore/reference/dpm.py.
 import math
@@ -32,8 +32,8 @@ def toy_delta(sch, name):
         sech2 = 4.0 * torch.exp(-2.0 * z) / (1.0 + torch.exp(-2.0 * z)) ** 2
         return torch.cat([torch.zeros(1, dtype=torch.float64), (r[:, 0] * (w * sech2).sum(1)).clamp(0, 1)])
     toy = DiscreteToy.make(name)
-    d = torch.zeros(sch.num_steps + 1, dtype=torch.float64)
-    for n in range(1, sch.num_steps + 1):
+    d = torch.zeros(sch.num_timesteps + 1, dtype=torch.float64)
+    for n in range(1, sch.num_timesteps + 1):
         d[n] = toy.exact_one_minus_gamma(sch, n, h_max=0.05)
     return d
 
@@ -51,7 +51,7 @@ def test_dp_matches_brute_force(small, data):
     assert path.tolist() == path_bf
     assert abs(cost - cost_bf) <= 1e-12 * abs(cost_bf)
     assert abs(trajectory_cost(small, delta, path) - cost) <= 1e-12 * abs(cost)
-    even = linear_trajectory(N_SMALL, K_SMALL)
+    even = linear_trajectory(N_SMALL, K_SMALL).timesteps
     assert cost <= trajectory_cost(small, delta, even) + 1e-12
 
 
@@ -137,15 +137,15 @@ def test_dp_bad_inputs(small):
 
 # ----------------------------------------------------------------------------- fixed spacings
 def test_linear_and_quad_spacings():
-    assert linear_trajectory(1000, 10).tolist() == [1, 112, 223, 334, 445, 556, 667, 778, 889, 1000]
-    assert linear_trajectory(1000, 1000).tolist() == list(range(1, 1001))
+    assert linear_trajectory(1000, 10).timesteps.tolist() == [1, 112, 223, 334, 445, 556, 667, 778, 889, 1000]
+    assert linear_trajectory(1000, 1000).timesteps.tolist() == list(range(1, 1001))
     # Python round: half to even on the running float 1 + k·(N−1)/(K−1)
     x, want = 1.0, []
     for _ in range(7):
         want.append(round(x))
         x += (20 - 1) / 6
-    assert linear_trajectory(20, 7).tolist() == want
-    q = quad_ddim_trajectory(1000, 10)
+    assert linear_trajectory(20, 7).timesteps.tolist() == want
+    q = quad_ddim_trajectory(1000, 10).timesteps
     import numpy as np
     assert q.tolist() == ((np.linspace(0, math.sqrt(800), 10) ** 2).astype(int) + 1).tolist()
     with pytest.raises(ValueError):
@@ -159,7 +159,7 @@ def test_dp_seg_reproduces_the_split():
     gamma[0] = 0.0
     gamma[96] = 1.0 + 1e-6                               # first Γ̂ > 1 at idx = 96
     K = 10
-    path = dp_seg_trajectory(sch, gamma, K)
+    path = dp_seg_trajectory(sch, gamma, K).timesteps
     num_bad = 2 * (100 - 96 + 1)                         # 10
     N1 = 100 - num_bad                                   # 90
     K1 = math.ceil((1 - 0.8 * num_bad / 100) * K)        # 10 → K2 = 0 → forced to 1
@@ -172,11 +172,11 @@ def test_dp_seg_reproduces_the_split():
     # the same through a GammaTable loaded from fp32 "official" Γ
     table = GammaTable.from_ms_eps(gamma.to(torch.float32))
     assert table.clipped[96] and table.one_minus_gamma[96] == 0
-    assert dp_seg_trajectory(sch, table, K).tolist()[K1 - 1:] == path.tolist()[K1 - 1:]
+    assert dp_seg_trajectory(sch, table, K).timesteps.tolist()[K1 - 1:] == path.tolist()[K1 - 1:]
     # no Γ̂ > 1: plain DP on [1, N]
     ok = gamma.clone()
     ok[96] = gamma[95]
-    assert dp_seg_trajectory(sch, ok, K).tolist() == optimal_trajectory(sch, (1 - ok).clamp(0, 1), K)[0].tolist()
+    assert dp_seg_trajectory(sch, ok, K).timesteps.tolist() == optimal_trajectory(sch, (1 - ok).clamp(0, 1), K)[0].tolist()
 
 
 def test_dp_vb_free_first_step():

@@ -1,4 +1,4 @@
-// dpm_kernels.h — CPU loops of the Analytic-DPM ops eps_stats and minplus_dp (spec §9). Included
+// dpm_kernels.h — CPU loops of the Analytic-DPM ops eps_stats and minplus_dp (docs/semantics-dpm.md §9). Included
 // by kernels_{generic,avx2,avx512}.cpp, each with its own TC_ISA namespace, target pragma and
 // vector width, so the same code is vectorised for each instruction set. The arithmetic is
 // tigercore/dpm_math.h; the launch layer is dpm_ops.cpp. Reference: tigercore/reference/dpm.py.

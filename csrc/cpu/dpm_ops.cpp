@@ -1,5 +1,5 @@
-// dpm_ops.cpp — CPU entry points of tigercore::eps_stats, segment_moments and minplus_dp (spec
-// analytic_dpm.md §9): checks (dpm_common.h), then threads over work whose split never
+// dpm_ops.cpp — CPU entry points of tigercore::eps_stats, segment_moments and minplus_dp
+// (docs/semantics-dpm.md §9): checks (dpm_common.h), then threads over work whose split never
 // changes a result — eps_stats over fixed tiles, segment_moments over timesteps, minplus_dp over
 // rows of a column block. The loops are the per-ISA dpm_kernels.h; the trees and the argmin are
 // tigercore/dpm_math.h. Every result equals the reference (tigercore/reference/dpm.py) bitwise.

@@ -1,5 +1,5 @@
-// dpm.cu — CUDA entry points of tigercore::eps_stats, segment_moments and minplus_dp (spec
-// analytic_dpm.md §9). Thin by design: eps_stats is one warp per (sample, tile), summing in fp32
+// dpm.cu — CUDA entry points of tigercore::eps_stats, segment_moments and minplus_dp
+// (docs/semantics-dpm.md §9). Thin by design: eps_stats is one warp per (sample, tile), summing in fp32
 // (fp64 for fp64 inputs), plus one thread per (sample, column) for the fp64 tile partials,
 // segment_moments one thread per (timestep, entry), minplus_dp one launch per row k with a thread
 // per t. No floating-point atomics; every tree and

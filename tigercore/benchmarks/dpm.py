@@ -1,4 +1,4 @@
-# Benchmarks of the Analytic-DPM kernels (spec analytic_dpm.md §9; issue 5 "Benchmarks"):
+# Benchmarks of the Analytic-DPM kernels (docs/semantics-dpm.md §9; issue 5 "Benchmarks"):
 # eps_stats (+ segment_moments) on bf16 inputs in GB/s against this machine's read bandwidth,
 # measured in the same run, and against the torch baseline eps.float().pow(2).mean(1) + index_add_;
 # minplus_dp at N = 1000, K = 100 and N = 4000, K = 1000 against the reference DP.
@@ -107,7 +107,7 @@ def bench_reduction(B: int, d: int, dtype=torch.bfloat16, num_steps: int = 1000,
 
 
 def delta_curve(sch: NoiseSchedule) -> torch.Tensor:
-    """δ_n of Gaussian data with s² = 0.25 (spec §11.1); any positive curve exercises the DP."""
+    """δ_n of Gaussian data with s² = 0.25 (docs/semantics-dpm.md §11.1); any positive curve exercises the DP."""
     return sch.alpha_bar * 0.25 / (sch.alpha_bar * 0.25 + sch.beta_bar)
 
 

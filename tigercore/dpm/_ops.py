@@ -1,4 +1,4 @@
-# The Analytic-DPM dispatcher ops (spec analytic_dpm.md §9): schemas, fake kernels, the pure-PyTorch
+# The Analytic-DPM dispatcher ops (docs/semantics-dpm.md §9): schemas, fake kernels, the pure-PyTorch
 # references (tigercore/reference/dpm.py) as default kernels, and typed wrappers. Imported by
 # tigercore/_ops.py, so the ops exist without the extension; the native kernels are
 # csrc/cpu/dpm_ops.cpp and csrc/cuda/dpm.cu and win once tigercore._C is loaded.
@@ -28,6 +28,10 @@ def _minplus_dp_default(F: Tensor, K: int, start: int = 1) -> Tuple[Tensor, Tens
     return _ref.minplus_dp(F, K, start=start)     # the reference also takes a callable F
 
 
+def _concrete(*values) -> bool:
+    return all(isinstance(v, int) for v in values)
+
+
 def _eps_stats_fake(eps_pred, eps=None, x0=None, x0_pred=None):
     torch._check(eps_pred.dim() >= 2, lambda: "eps_pred must be [B, ...] with at least 2 dims")
     return eps_pred.new_empty((eps_pred.shape[0], len(_ref.EPS_STATS_COLUMNS)), dtype=_F64)
@@ -35,6 +39,11 @@ def _eps_stats_fake(eps_pred, eps=None, x0=None, x0_pred=None):
 
 def _segment_moments_fake(stats, timesteps, num_steps):
     torch._check(stats.dim() == 2, lambda: "stats must be [B, k]")
+    if _concrete(num_steps, stats.shape[1]):     # symbolic sizes are not specialised here
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        _ref.check_output_bytes("segment_moments", "num_steps", num_steps,
+                                (num_steps + 1, stats.shape[1], stats.shape[1]))
     n1, k = num_steps + 1, stats.shape[1]
     return (stats.new_empty((n1,), dtype=_F64), stats.new_empty((n1, k), dtype=_F64),
             stats.new_empty((n1, k, k), dtype=_F64))
@@ -42,6 +51,10 @@ def _segment_moments_fake(stats, timesteps, num_steps):
 
 def _minplus_dp_fake(F, K, start=1):
     torch._check(F.dim() == 2 and F.shape[0] == F.shape[1], lambda: "F must be a square [N+1, N+1] matrix")
+    if _concrete(K, F.shape[0]):
+        if K < 1:
+            raise ValueError(f"K must be >= 1, got {K}")
+        _ref.check_output_bytes("minplus_dp", "K", K, (K + 1, F.shape[0]))
     return F.new_empty((K + 1, F.shape[0]), dtype=_F64), F.new_empty((K + 1, F.shape[0]), dtype=torch.int64)
 
 

@@ -1,5 +1,5 @@
 # Analytic-DPM end to end on a toy distribution with an exact ε-model (no training, CPU, < 1 min).
-# Data: 8-bit levels (uniform on c_k = −1 + 2k/255, spec §11.4) or Rademacher (±1, §11.3), i.i.d.
+# Data: 8-bit levels (uniform on c_k = −1 + 2k/255, docs/semantics-dpm.md §11.4) or Rademacher (±1, §11.3), i.i.d.
 # over d dims; the exact ε*(x_n) = (x_n − √ᾱ E[x_0|x_n])/√β̄ uses the posterior over the support.
 # Steps: estimate δ = 1 − Γ (GammaEstimator), print the variance table against quadrature, find the
 # optimal trajectory (DP), sample, compare NELBO (bits/dim) of Analytic vs β and β̃, write a PNG.
@@ -74,7 +74,7 @@ class DiscreteToy:
         return model
 
     def exact_one_minus_gamma(self, schedule: NoiseSchedule, n: int, h_max: float = 0.004) -> float:
-        """δ_n = (ᾱ_n/β̄_n)·E Var[x_0|x_n] by quadrature over x (spec §11.4, Σ w (c − m)² form;
+        """δ_n = (ᾱ_n/β̄_n)·E Var[x_0|x_n] by quadrature over x (docs/semantics-dpm.md §11.4, Σ w (c − m)² form;
         step min(√β̄/10, h_max), converged to ~1e-12 relative at h_max = 0.004)."""
         a, b = math.sqrt(float(schedule.alpha_bar[n])), float(schedule.beta_bar[n])
         h = min(math.sqrt(b) / 10.0, h_max)
@@ -92,31 +92,55 @@ def _fmt(x: float) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tigercore dpm-demo",
-                                description="Analytic-DPM on a toy distribution with an exact ε-model.")
-    p.add_argument("--data", choices=("levels", "rademacher"), default="levels",
-                   help="toy data: 8-bit levels (uniform on 256 values) or Rademacher ±1")
-    p.add_argument("--dim", type=int, default=16, help="dimension d")
-    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
+                                description="Analytic-DPM end to end: --data digits trains an ε-model on "
+                                            "scikit-learn's 8x8 digits and prints the NELBO table; the toy "
+                                            "data (levels, rademacher; 'toy' = levels) use an exact ε-model.")
+    p.add_argument("--data", choices=("levels", "rademacher", "toy", "digits"), default="levels",
+                   help="toy data with an exact ε-model: 8-bit levels (uniform on 256 values; 'toy') or "
+                        "Rademacher ±1; or 'digits': real data, a trained ε-MLP (a few minutes on 2 cores)")
+    p.add_argument("--dim", type=int, default=16, help="toy: dimension d")
+    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear", help="toy: the schedule")
     p.add_argument("--timesteps", type=int, default=1000, help="N, the length of the forward process")
-    p.add_argument("--steps", type=int, default=10, help="K, the number of sampling steps")
-    p.add_argument("--mc", type=int, default=64, help="data points M for the Γ estimate (each n)")
+    p.add_argument("--steps", type=int, default=10, help="toy: K, the number of sampling steps")
+    p.add_argument("--mc", type=int, default=None,
+                   help="data points M for the Γ estimate (each n); default 64 (toy), all 1500 (digits)")
     p.add_argument("--estimator", choices=("cv", "npr", "naive"), default="npr",
-                   help="npr (default) has relative SE √(2/(dM)) for an exact ε-model at every n; "
-                        "cv/naive need far more samples in the tail (see docs/dpm.md)")
-    p.add_argument("--samples", type=int, default=500, help="samples drawn and NELBO test points")
+                   help="toy: npr (default) has relative SE √(2/(dM)) for an exact ε-model at every n; "
+                        "cv/naive need far more samples in the tail (docs/semantics-dpm.md §2)")
+    p.add_argument("--samples", type=int, default=500, help="toy: samples drawn and NELBO test points")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="./tigercore-dpm-demo/", help="output directory for the PNG")
+    p.add_argument("--out", default="./tigercore-dpm-demo/", help="output directory for the PNGs")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the tensors are small, OpenMP would only add overhead)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("digits")
+    g.add_argument("--train-steps", type=int, default=6000, help="Tiger steps (batch 256) of the ε-MLP")
+    g.add_argument("--hidden", type=int, default=512, help="width of the ε-MLP")
+    g.add_argument("--lr", type=float, default=1e-3, help="Tiger's peak learning rate")
+    g.add_argument("--cache", default=os.path.join("~", ".cache", "tigercore"),
+                   help="directory of the cached trained model (keyed by the training settings)")
+    g.add_argument("--retrain", action="store_true", help="train even if a cached model exists")
+    g.add_argument("--test-points", type=int, default=0, help="use only the first M held-out digits (0: all 297)")
+    g.add_argument("--sample-steps", type=int, default=10, help="K of the sample grids")
     args = p.parse_args(argv)
-    if args.dim < 1 or args.mc < 2 or args.samples < 1 or not 2 <= args.steps <= args.timesteps:
+    if args.data == "toy":
+        args.data = "levels"
+    if args.mc is None:
+        args.mc = 100000 if args.data == "digits" else 64
+    if args.data == "digits":
+        if args.timesteps < 2 or args.mc < 2 or args.train_steps < 1 or not 2 <= args.sample_steps <= args.timesteps:
+            p.error("need timesteps >= 2, mc >= 2, train-steps >= 1 and 2 <= sample-steps <= timesteps")
+    elif args.dim < 1 or args.mc < 2 or args.samples < 1 or not 2 <= args.steps <= args.timesteps:
         p.error("need dim >= 1, mc >= 2, samples >= 1 and 2 <= steps <= timesteps")
+    args.progress = not args.no_progress
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
     try:
+        if args.data == "digits":
+            from .digits import run as run_digits
+            return run_digits(args)
         return _run(args)
     finally:
         torch.set_num_threads(threads)
@@ -150,7 +174,7 @@ def _run(args) -> int:
     print(f"clip active at {int(table.clipped.sum())} of {N} timesteps")
 
     # 2. trajectories
-    lin = linear_trajectory(N, K)
+    lin = linear_trajectory(N, K).timesteps
     opt, cost = optimal_trajectory(sch, table, K)
     kl_lin, kl_opt = trajectory_kl_per_dim(sch, table, lin), trajectory_kl_per_dim(sch, table, opt)
     print("\n2. trajectories (KL per dim, Σ_k≥2, from the estimated δ)")
@@ -194,7 +218,7 @@ def _plot(args, sch, toy, table, lin, opt, samples, bpd) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    N = sch.num_steps
+    N = sch.num_timesteps
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     n_all = torch.arange(1, N + 1)
     a = ax[0, 0]

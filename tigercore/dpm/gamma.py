@@ -1,4 +1,4 @@
-# Monte Carlo estimation of δ_n = 1 − Γ_n, Γ_n = E‖ε_θ(x_n, n)‖²/d (spec analytic_dpm.md §2, §9).
+# Monte Carlo estimation of δ_n = 1 − Γ_n, Γ_n = E‖ε_θ(x_n, n)‖²/d (docs/semantics-dpm.md §2, §9).
 # GammaEstimator accumulates per-timestep float64 moments of eps_stats' (y, c, u, z, w) with
 # segment_moments + Chan merges (also across torch.distributed ranks) and reports δ̂_n with the
 # optimal control variate ("cv"), the NPR scalar ("npr") or the official naive mean ("naive").
@@ -16,6 +16,7 @@ from torch import Tensor
 # The dispatcher ops: native kernels when built, the reference (tigercore/reference/dpm.py) otherwise.
 from ..reference.dpm import EPS_STATS_COLUMNS, merge_moments
 from ._ops import eps_stats as _eps_stats, segment_moments as _segment_moments
+from ._compat import deprecated_alias, renamed_kwargs
 from .schedule import NoiseSchedule, call_eps_model
 
 __all__ = ["GammaTable", "GammaEstimator", "ESTIMATORS"]
@@ -31,7 +32,9 @@ class GammaTable:
     ``one_minus_gamma`` (float64, in [0, 1]; NaN where no sample was seen), ``gamma`` = 1 − δ,
     ``stderr`` (float64 Monte Carlo standard error of the unclipped δ̂; NaN if unknown or count < 2),
     ``count`` (int64 samples per n), ``clipped`` (bool: the raw δ̂ was outside [0, 1]; a clipped
-    entry with δ = 0 means Γ̂ > 1), ``estimator`` ("cv", "npr", "naive", "ms_eps" or "exact").
+    entry with δ = 0 means Γ̂ > 1), ``estimator`` ("cv", "npr", "naive", "ms_eps" or "exact"),
+    ``raw_one_minus_gamma`` (float64, the unclipped δ̂ the table was made from; defaults to
+    ``one_minus_gamma``). Export: :meth:`raw` (unclipped δ̂) and :meth:`to_ms_eps` (official Γ̂).
     """
 
     one_minus_gamma: Tensor
@@ -39,6 +42,7 @@ class GammaTable:
     count: Tensor
     clipped: Tensor
     estimator: str = "cv"
+    raw_one_minus_gamma: Optional[Tensor] = field(default=None, repr=False)
     gamma: Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -60,12 +64,40 @@ class GammaTable:
         if fin.numel() and (float(fin.min()) < 0 or float(fin.max()) > 1):
             raise ValueError("one_minus_gamma must lie in [0, 1] (clip it and set `clipped`)")
         d[0], self.stderr[0], self.count[0], self.clipped[0] = 0.0, 0.0, 0, False
+        raw = d.clone() if self.raw_one_minus_gamma is None else vec(self.raw_one_minus_gamma, torch.float64,
+                                                                     "raw_one_minus_gamma")
+        raw[0] = 0.0
+        same = (raw.clamp(0.0, 1.0) == d) | (torch.isnan(raw) & torch.isnan(d))
+        if not bool(same.all()):
+            bad = torch.nonzero(~same).flatten()[:8].tolist()
+            raise ValueError(f"one_minus_gamma must be raw_one_minus_gamma clipped to [0, 1]; differs at {bad}")
+        self.raw_one_minus_gamma = raw
         self.one_minus_gamma = d
         self.gamma = 1.0 - d
 
+    # ------------------------------------------------------------------ export
+    def raw(self) -> Tensor:
+        """The unclipped estimate δ̂ (float64 [N+1], a copy; NaN where unsampled, entry 0 is 0).
+        Γ̂ = 1 − raw() is the estimate of Γ the official code would store (Γ̂ > 1 where δ̂ < 0)."""
+        return self.raw_one_minus_gamma.clone()
+
+    def to_ms_eps(self, path=None) -> np.ndarray:
+        """Γ̂ = 1 − raw δ̂ as the official ``ms_eps`` vector: numpy float32 [N+1], entry 0 = 0
+        (as the official ``save_ms_eps``). With ``path``, also ``torch.save`` it there (the official
+        ``*.ms_eps.pth`` format, loadable by the official code and by :meth:`from_ms_eps`).
+        ``GammaTable.from_ms_eps(t.to_ms_eps())`` round-trips up to the float32 rounding of Γ̂."""
+        g = (1.0 - self.raw_one_minus_gamma).to(torch.float32).numpy().copy()
+        g[0] = 0.0
+        if path is not None:
+            torch.save(g, path)
+        return g
+
     @property
-    def num_steps(self) -> int:
+    def num_timesteps(self) -> int:
+        """N (the table has N + 1 entries)."""
         return self.one_minus_gamma.numel() - 1
+
+    num_steps = deprecated_alias("num_steps", "num_timesteps")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -77,31 +109,34 @@ class GammaTable:
         return cls(d.clamp(0.0, 1.0),
                    torch.full((n1,), math.nan, dtype=torch.float64) if stderr is None else stderr,
                    torch.zeros(n1, dtype=torch.long) if count is None else count,
-                   clipped, estimator)
+                   clipped, estimator, raw_one_minus_gamma=d.clone())
 
     @classmethod
+    @renamed_kwargs(num_steps="num_timesteps")
     def from_ms_eps(cls, source: Union[str, Tensor, np.ndarray, Sequence[float]],
-                    num_steps: Optional[int] = None) -> "GammaTable":
+                    num_timesteps: Optional[int] = None) -> "GammaTable":
         """Load an official Analytic-DPM Γ vector (``*.ms_eps.pth``, ``.npy``, tensor or array).
 
         [note: ms_eps conversion] The file holds Γ_n (float32, length N + 1, entry 0 unused); we
         store δ = 1 − float64(Γ) exactly as given (no re-rounding), clip to [0, 1] and flag the
         clipped entries, so Γ̂ > 1 survives as ``clipped & (δ == 0)`` for ``dp_seg``. Pass a vector
-        of length N (without entry 0) together with ``num_steps`` = N to have entry 0 prepended.
+        of length N (without entry 0) together with ``num_timesteps`` = N to have entry 0 prepended.
         """
         g = _load_vector(source)
-        if num_steps is not None and g.numel() == num_steps:
+        N = num_timesteps
+        if N is not None and g.numel() == N:
             g = torch.cat([g.new_zeros(1), g])
-        if num_steps is not None and g.numel() != num_steps + 1:
-            raise ValueError(f"ms_eps has {g.numel()} entries, expected N + 1 = {num_steps + 1}")
+        if N is not None and g.numel() != N + 1:
+            raise ValueError(f"ms_eps has {g.numel()} entries, expected N + 1 = {N + 1}")
         return cls.from_one_minus_gamma(1.0 - g.to(torch.float64), estimator="ms_eps")
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Save as a plain dict of tensors (``torch.load(path, weights_only=True)`` safe)."""
-        torch.save({"format": "tigercore.GammaTable/1", "estimator": self.estimator,
+        torch.save({"format": "tigercore.GammaTable/2", "estimator": self.estimator,
                     "one_minus_gamma": self.one_minus_gamma, "stderr": self.stderr,
-                    "count": self.count, "clipped": self.clipped}, path)
+                    "count": self.count, "clipped": self.clipped, "raw_one_minus_gamma": self.raw_one_minus_gamma},
+                   path)
 
     @classmethod
     def load(cls, path) -> "GammaTable":
@@ -110,15 +145,16 @@ class GammaTable:
         except Exception as e:                       # e.g. a pickled numpy array
             raise ValueError(f"{path} is not a tigercore GammaTable file (use from_ms_eps for "
                              f"official Γ files): {type(e).__name__}") from e
-        if not isinstance(obj, dict) or obj.get("format") != "tigercore.GammaTable/1":
+        if not isinstance(obj, dict) or obj.get("format") not in ("tigercore.GammaTable/1", "tigercore.GammaTable/2"):
             raise ValueError(f"{path} is not a tigercore GammaTable file (use from_ms_eps for official Γ files)")
-        return cls(obj["one_minus_gamma"], obj["stderr"], obj["count"], obj["clipped"], obj["estimator"])
+        return cls(obj["one_minus_gamma"], obj["stderr"], obj["count"], obj["clipped"], obj["estimator"],
+                   raw_one_minus_gamma=obj.get("raw_one_minus_gamma"))   # format /1 kept no raw δ̂
 
     def check_covers(self, timesteps: Tensor) -> None:
         """Raise if δ is unknown (NaN) at any of ``timesteps``."""
         t = torch.as_tensor(timesteps, dtype=torch.long).reshape(-1)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.num_steps):
-            raise ValueError(f"timesteps outside 0..{self.num_steps}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.num_timesteps):
+            raise ValueError(f"timesteps outside 0..{self.num_timesteps}")
         bad = t[torch.isnan(self.one_minus_gamma[t])]
         if bad.numel():
             raise ValueError(f"δ is unknown (no samples) at timesteps {bad[:8].tolist()}...")
@@ -152,7 +188,7 @@ def _load_vector(source) -> Tensor:
 
 
 class GammaEstimator:
-    """Accumulate per-timestep statistics of ε_θ and estimate δ_n = 1 − Γ_n (spec §2).
+    """Accumulate per-timestep statistics of ε_θ and estimate δ_n = 1 − Γ_n (docs/semantics-dpm.md §2).
 
     ``estimator``:
       * ``"cv"`` (default): optimal control variate δ̂ = ū − (1 − b̂)(c̄ − 1), b̂ = Ĉov(y,c)/V̂ar(c),
@@ -171,7 +207,7 @@ class GammaEstimator:
         self.reset()
 
     def reset(self) -> None:
-        n1, k = self.schedule.num_steps + 1, len(EPS_STATS_COLUMNS)
+        n1, k = self.schedule.num_timesteps + 1, len(EPS_STATS_COLUMNS)
         self._state = (torch.zeros(n1, dtype=torch.float64), torch.zeros(n1, k, dtype=torch.float64),
                        torch.zeros(n1, k, k, dtype=torch.float64))
 
@@ -192,7 +228,8 @@ class GammaEstimator:
         if ts.shape != (b,):
             raise ValueError(f"timesteps must be an int or a [B] = [{b}] tensor, got shape {tuple(ts.shape)}")
         stats = _eps_stats(eps_pred, eps)
-        batch = _segment_moments(stats, ts.to(stats.device), self.schedule.num_steps)
+        _check_finite_stats(stats, eps_pred, eps)      # before anything is merged: a refused batch changes nothing
+        batch = _segment_moments(stats, ts.to(stats.device), self.schedule.num_timesteps)
         self._state = merge_moments(self._state, tuple(x.cpu() for x in batch))
 
     @torch.no_grad()
@@ -214,7 +251,7 @@ class GammaEstimator:
         """
         from tqdm.auto import tqdm
 
-        N = self.schedule.num_steps
+        N = self.schedule.num_timesteps
         if isinstance(timesteps, str):
             if timesteps not in ("all", "random"):
                 raise ValueError("timesteps must be 'all', 'random' or a sequence of ints")
@@ -291,7 +328,8 @@ class GammaEstimator:
         stderr = torch.where(m >= 2, stderr, torch.full_like(stderr, math.nan))
         raw = torch.where(m > 0, raw, torch.full_like(raw, math.nan))
         clipped = (raw < 0) | (raw > 1)
-        return GammaTable(raw.clamp(0.0, 1.0), stderr, m.round().to(torch.long), clipped, est)
+        return GammaTable(raw.clamp(0.0, 1.0), stderr, m.round().to(torch.long), clipped, est,
+                          raw_one_minus_gamma=raw)
 
     def state_dict(self) -> dict:
         c, m, k = self._state
@@ -302,6 +340,26 @@ class GammaEstimator:
         if tuple(x.shape for x in state) != tuple(x.shape for x in self._state):
             raise ValueError("state_dict shapes do not match this schedule")
         self._state = state
+
+
+def _check_finite_stats(stats: Tensor, eps_pred: Tensor, eps: Optional[Tensor]) -> None:
+    """Refuse a batch whose recorded statistics are not finite (docs/semantics-dpm.md §2).
+
+    y = Σε̂²/d is finite iff every ε̂ is finite and no square overflows float32 (|ε̂| > 1.8e19), and
+    likewise c for ε; u and z can also overflow from finite but huge inputs. The input tensors are
+    scanned only when a statistic is bad, to name the culprit in the message.
+    """
+    cols = [_Y] + ([_C, _U, _Z] if eps is not None else [])
+    ok = torch.isfinite(stats[:, cols])
+    if bool(ok.all()):
+        return
+    rows = torch.nonzero(~ok.all(1)).flatten()[:8].tolist()
+    culprits = [name for name, t in (("eps_pred", eps_pred), ("eps", eps))
+                if t is not None and not bool(torch.isfinite(t).all())]
+    what = (" and ".join(culprits) + " contain" + ("s" if len(culprits) == 1 else "") + " NaN or ±inf"
+            if culprits else "the squares of eps_pred / eps overflow float32 (|value| > 1.8e19)")
+    raise ValueError(f"GammaEstimator.update: {what} (samples {rows}{'...' if len(rows) == 8 else ''}); the "
+                     "batch was refused and the estimator's state is unchanged")
 
 
 def _all_merge(state: Tuple[Tensor, Tensor, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:

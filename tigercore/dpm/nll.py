@@ -1,4 +1,4 @@
-# Negative ELBO of a K-step DDPM-type reverse process in bits/dim (spec analytic_dpm.md §7, §4, §8).
+# Negative ELBO of a K-step DDPM-type reverse process in bits/dim (docs/semantics-dpm.md §7, §4, §8).
 # NELBO = KL(q(x_{τK}|x_0) ‖ N(0,I)) + Σ_{k≥2} [(d/2)(λ²/σ² − 1 + log(σ²/λ²)) + ‖μ̃ − μ‖²/(2σ²)]
 #         − log P_dec(x_0 | x_{τ1}),  λ² = β̃(s,t), ‖μ̃ − μ‖² = γ²‖x_0 − clamp(x̂_0)‖², one x_t per term,
 # with the discretized Gaussian decoder (tanh-approximated Φ, as the official code) of variance
@@ -7,27 +7,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ._compat import renamed_kwargs
 from .sampler import VARIANCES, resolve_trajectory, split_model_output
 from .schedule import NoiseSchedule, call_eps_model
 from .variance import DIAG_KINDS, _delta, diag_reverse_variance, gamma_coef, lambda_sq, reverse_variance
 
-__all__ = ["NelboResult", "nelbo", "approx_std_normal_cdf", "log_discretized_normal"]
+__all__ = ["NelboResult", "NelboTerms", "nelbo", "nelbo_terms", "approx_std_normal_cdf", "log_discretized_normal"]
 
 _LN2 = math.log(2.0)
 
 
 @dataclass
 class NelboResult:
-    """Per-sample NELBO parts in bits/dim (float64 [B]) and the per-step terms in nats.
+    """Per-sample NELBO parts, every tensor in the same unit, ``unit`` (docs/semantics-dpm.md §7).
 
-    ``bpd = continuous + discrete``; ``continuous`` = prior KL + Σ step KLs; ``discrete`` = the
-    decoder's −log P; ``prior`` is included in ``continuous``; ``terms`` [K−1, B] are the step KLs
-    (nats) for the trajectory pairs (τ_{k−1}, τ_k), k = 2..K, in ascending order.
+    ``nelbo`` returns bits/dim: the nats of each part divided by d·ln 2. ``bpd`` = ``continuous`` +
+    ``discrete``; ``continuous`` = ``prior`` + Σ ``terms``; ``discrete`` = the decoder's −log P;
+    ``terms`` [K−1, B] are the step KL terms for the trajectory pairs (τ_{k−1}, τ_k), k = 2..K, in
+    ascending order (earlier versions gave ``terms`` in nats). :meth:`in_nats` converts
+    everything to nats per datum (summed over the d dimensions); ``dim`` is d.
     """
 
     bpd: Tensor
@@ -36,10 +39,30 @@ class NelboResult:
     prior: Tensor
     terms: Tensor
     timesteps: Tensor
+    dim: int = 1
+    unit: str = "bits/dim"
+
+    _FIELDS = ("bpd", "continuous", "discrete", "prior")
 
     def mean(self) -> Dict[str, float]:
-        return {"bpd": float(self.bpd.mean()), "continuous": float(self.continuous.mean()),
-                "discrete": float(self.discrete.mean()), "prior": float(self.prior.mean())}
+        """Means over the samples of bpd, continuous, discrete and prior (in ``unit``)."""
+        return {k: float(getattr(self, k).mean()) for k in self._FIELDS}
+
+    def stderr(self) -> Dict[str, float]:
+        """Standard errors of those means over the B samples (sample std / √B; NaN for B < 2)."""
+        out = {}
+        for k in self._FIELDS:
+            v = getattr(self, k)
+            out[k] = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() >= 2 else math.nan
+        return out
+
+    def in_nats(self) -> "NelboResult":
+        """The same result in nats per datum (× d·ln 2 when ``unit`` is bits/dim)."""
+        if self.unit == "nats":
+            return self
+        f = self.dim * _LN2
+        return NelboResult(self.bpd * f, self.continuous * f, self.discrete * f, self.prior * f, self.terms * f,
+                           self.timesteps, self.dim, "nats")
 
 
 def approx_std_normal_cdf(z: Tensor) -> Tensor:
@@ -62,9 +85,10 @@ def log_discretized_normal(x: Tensor, mean: Tensor, var: Union[float, Tensor]) -
     return torch.log(p.clamp(min=1e-12))
 
 
+@renamed_kwargs(num_steps="num_inference_steps")
 @torch.no_grad()
 def nelbo(schedule: NoiseSchedule, model: Callable, x0: Tensor, trajectory: Union[str, Sequence[int], Tensor],
-          *, num_steps: Optional[int] = None, variance: str = "analytic", one_minus_gamma=None,
+          *, num_inference_steps: Optional[int] = None, variance: str = "analytic", one_minus_gamma=None,
           clip_x0: bool = True, clip_cov: Union[bool, float] = True, avg_cov: bool = False,
           decoder_variance: Optional[float] = None, time_fn: Optional[Callable[[Tensor], Tensor]] = None,
           generator: Optional[torch.Generator] = None) -> NelboResult:
@@ -81,9 +105,9 @@ def nelbo(schedule: NoiseSchedule, model: Callable, x0: Tensor, trajectory: Unio
     if variance == "analytic" and one_minus_gamma is None:
         raise ValueError("variance='analytic' needs one_minus_gamma")
     sch = schedule
-    N = sch.num_steps
+    N = sch.num_timesteps
     delta = _delta(one_minus_gamma, sch) if one_minus_gamma is not None else None
-    steps = resolve_trajectory(sch, trajectory, num_steps, one_minus_gamma)
+    steps = resolve_trajectory(sch, trajectory, num_inference_steps, one_minus_gamma)
     B, d = x0.shape[0], x0[0].numel()
     x0_64 = x0.to(torch.float64)
     dims = tuple(range(1, x0.dim()))
@@ -138,4 +162,115 @@ def nelbo(schedule: NoiseSchedule, model: Callable, x0: Tensor, trajectory: Unio
     scale = 1.0 / (d * _LN2)
     cont = prior + terms_t.sum(0)
     return NelboResult(bpd=(cont + discrete) * scale, continuous=cont * scale, discrete=discrete * scale,
-                       prior=prior * scale, terms=terms_t, timesteps=steps)
+                       prior=prior * scale, terms=terms_t * scale, timesteps=steps, dim=d, unit="bits/dim")
+
+
+@dataclass
+class NelboTerms:
+    """Expected NELBO terms of every step pair: the matrix :func:`dp_vb_trajectory` consumes
+    (the official ``get_nelbo_terms``; docs/semantics-dpm.md §5, §7).
+
+    ``F``: float64 [N+1, N+1], nats per datum (summed over the d dimensions, averaged over the
+    data): F[s, t] for 1 ≤ s < t = E[L_{s,t}], the KL term of the step t → s; F[0, t] = the decoder
+    term −E log p(x_0 | x_t) with variance β̃(1, 2) at t = 1 and β̄_t for t > 1; +inf where s ≥ t.
+    ``prior``: E KL(q(x_N | x_0) ‖ N(0, I)) in nats. ``count``: data points averaged; ``dim``: d.
+    """
+
+    F: Tensor
+    prior: float
+    count: int
+    dim: int
+    variance: str
+
+    def nelbo_bpd(self, trajectory) -> float:
+        """(prior + F[0, τ_1] + Σ_k F[τ_{k−1}, τ_k]) / (d·ln 2) for a path τ_1 < … < τ_K = N (a tensor,
+        list or Trajectory): the NELBO in bits/dim that these expected terms give that path."""
+        t = getattr(trajectory, "timesteps", trajectory)
+        t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
+        N = self.F.shape[0] - 1
+        if t.numel() < 1 or int(t[-1]) != N or int(t[0]) < 1 or not bool((t[1:] > t[:-1]).all()):
+            raise ValueError(f"the path must rise strictly from τ_1 >= 1 to N = {N}")
+        path = torch.cat([t.new_zeros(1), t])
+        total = self.prior + float(self.F[path[:-1], path[1:]].sum())
+        return total / (self.dim * _LN2)
+
+
+@torch.no_grad()
+def nelbo_terms(schedule: NoiseSchedule, model: Callable, data: Iterable, *, variance: str = "analytic",
+                one_minus_gamma=None, clip_x0: bool = True, clip_cov: Union[bool, float] = True,
+                time_fn: Optional[Callable[[Tensor], Tensor]] = None, generator: Optional[torch.Generator] = None,
+                device=None, max_batches: Optional[int] = None, progress: bool = True) -> NelboTerms:
+    """Monte Carlo estimate of every NELBO term E[L_{s,t}], 0 ≤ s < t ≤ N, for the DDPM-type
+    process (λ² = β̃(s,t)) with a scalar σ² ("analytic", "beta" or "beta_tilde"); see
+    :class:`NelboTerms`. One model call per (batch, t): for each batch of ``data`` (x_0 tensors in
+    [−1, 1], or tuples whose first item is x_0) and each t = 1..N in order, ε ~ N(0, I) from
+    ``generator`` (float64, x_0's shape), x_t = √ᾱ_t x_0 + √β̄_t ε, x̂_0 = clamp(x̂_0(x_t)) if
+    ``clip_x0``. Since σ² does not depend on x_t, every s < t follows from E‖x_0 − x̂_0‖²:
+    F[s, t] = (d/2)(r − 1 − log r) + ᾱ_s β_{t|s}²/(2β̄_t²σ²)·E‖x_0 − x̂_0‖², r = β̃(s,t)/σ²(s,t).
+    Cost: N model calls per batch. Then ``dp_vb_trajectory(terms, K)`` gives the likelihood-optimal
+    path (``first_step=1`` forces τ_1 = 1) and ``terms.nelbo_bpd(path)`` its NELBO.
+    """
+    from tqdm.auto import tqdm
+
+    from .sampler import scalar_step_variance
+
+    if variance not in ("analytic", "beta", "beta_tilde"):
+        raise ValueError(f"nelbo_terms supports the scalar variances analytic, beta, beta_tilde; got {variance!r}")
+    if variance == "analytic" and one_minus_gamma is None:
+        raise ValueError("variance='analytic' needs one_minus_gamma")
+    sch = schedule
+    N = sch.num_timesteps
+    if N < 2:
+        raise ValueError("nelbo_terms needs N >= 2 (the decoder variance β̃(1, 2))")
+    delta = _delta(one_minus_gamma, sch) if one_minus_gamma is not None else None
+    sum_err = torch.zeros(N + 1, dtype=torch.float64)
+    sum_dec = torch.zeros(N + 1, dtype=torch.float64)
+    prior_sum, count, d = 0.0, 0, None
+    dec_var = torch.cat([torch.zeros(1, dtype=torch.float64), sch.tilde_beta(1, 2).reshape(1), sch.beta_bar[2:]])
+    total = None
+    if hasattr(data, "__len__"):
+        total = N * (len(data) if max_batches is None else min(len(data), max_batches))
+    bar = tqdm(total=total, disable=not progress, desc="NELBO terms", unit="call")
+    try:
+        for bi, batch in enumerate(data):
+            if max_batches is not None and bi >= max_batches:
+                break
+            x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if device is not None:
+                x0 = x0.to(device)
+            if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.dim() < 2:
+                raise ValueError("data must yield floating [B, ...] tensors x_0 with at least 2 dims")
+            B, dims = x0.shape[0], tuple(range(1, x0.dim()))
+            if d is None:
+                d = x0[0].numel()
+            elif x0[0].numel() != d:
+                raise ValueError(f"all data must have the same dimension d = {d}")
+            x64 = x0.to(torch.float64)
+            ab, bb = float(sch.alpha_bar[N]), float(sch.beta_bar[N])
+            prior_sum += float((0.5 * (bb + ab * x64.pow(2) - 1.0 - math.log(bb))).sum())
+            for t in range(1, N + 1):
+                eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64,
+                                  device=generator.device if generator is not None else x0.device).to(x0.device)
+                x_t = sch.marginal(x64, t, eps).to(x0.dtype)
+                eps_hat, _ = split_model_output(call_eps_model(model, x_t, t, time_fn), variance)
+                xh = sch.predict_x0(x_t.to(torch.float64), t, eps_hat.to(torch.float64))
+                if clip_x0:
+                    xh = xh.clamp(-1.0, 1.0)
+                sum_err[t] += float((x64 - xh).pow(2).sum())
+                sum_dec[t] += float(-log_discretized_normal(x64, xh, float(dec_var[t])).sum())
+                bar.update(1)
+            count += B
+    finally:
+        bar.close()
+    if count == 0:
+        raise ValueError("data yielded no samples")
+    F = torch.full((N + 1, N + 1), math.inf, dtype=torch.float64)
+    F[0, 1:] = sum_dec[1:] / count
+    s, t = torch.triu_indices(N + 1, N + 1, offset=1)
+    keep = s >= 1
+    s, t = s[keep], t[keep]
+    var = scalar_step_variance(sch, variance, s, t, eta=1.0, delta=delta, clip_cov=clip_cov)
+    r = sch.tilde_beta(s, t) / var
+    coeff = 0.5 * sch.alpha_bar[s] * sch.skip_beta(s, t).pow(2) / sch.beta_bar[t].pow(2)
+    F[s, t] = 0.5 * d * (r - 1.0 - torch.log(r)) + coeff * (sum_err[t] / count) / var
+    return NelboTerms(F=F, prior=prior_sum / count, count=count, dim=int(d), variance=variance)

@@ -1,8 +1,8 @@
-# Noise schedules for Analytic-DPM, computed in log space (spec analytic_dpm.md §1).
+# Noise schedules for Analytic-DPM, computed in log space (docs/semantics-dpm.md §1).
 # log ᾱ_n = Σ_{i≤n} log1p(−β_i), β̄_n = −expm1(log ᾱ_n); skip-step quantities α_{t|s}, β_{t|s},
 # β̃(s,t) are evaluated on the fly from log ᾱ (no (N+1)² tables). Index 0 is unused: β_0 = 0,
 # ᾱ_0 = 1, β̄_0 = 0. All tables are float64 on the CPU.
-# Tests: tests/test_dpm_exact_cases.py (spec §11 T1/T2, cosine tail of §10.1).
+# Tests: tests/test_dpm_exact_cases.py (docs/semantics-dpm.md §11.1 (T1/T2), cosine tail of §10).
 from __future__ import annotations
 
 import math
@@ -11,6 +11,8 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from ._compat import deprecated_alias, renamed_kwargs
 
 __all__ = ["NoiseSchedule", "call_eps_model"]
 
@@ -34,7 +36,7 @@ class NoiseSchedule:
         if not bool(torch.all((b > 0) & (b < 1))):
             raise ValueError("betas must lie in the open interval (0, 1)")
         self.name = name
-        self.num_steps = int(b.numel())
+        self.num_timesteps = int(b.numel())                              # N
         self.betas = torch.cat([b.new_zeros(1), b])                     # [N+1], β_0 = 0
         self.alphas = 1.0 - self.betas
         self.log_alpha_bar = torch.cumsum(torch.log1p(-self.betas), 0)  # log ᾱ_0 = 0
@@ -44,20 +46,23 @@ class NoiseSchedule:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def linear(cls, num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
-        """DDPM linear schedule: β = np.linspace(beta_start, beta_end, N) in float64."""
-        _check_steps(num_steps)
-        return cls(np.linspace(beta_start, beta_end, num_steps, dtype=np.float64), name="linear")
+    @renamed_kwargs(num_steps="num_timesteps")
+    def linear(cls, num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+        """DDPM linear schedule: β = np.linspace(beta_start, beta_end, N) in float64, N = ``num_timesteps``."""
+        _check_steps(num_timesteps)
+        return cls(np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64), name="linear")
 
     @classmethod
-    def cosine(cls, num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+    @renamed_kwargs(num_steps="num_timesteps")
+    def cosine(cls, num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
         """iDDPM cosine schedule: β_i = min(1 − f(i/N)/f((i−1)/N), max_beta), f(u) = cos²((u+s)/(1+s)·π/2)."""
-        _check_steps(num_steps)
+        _check_steps(num_timesteps)
+        N = num_timesteps
 
         def f(u: float) -> float:
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
-        betas = [min(1.0 - f((i + 1) / num_steps) / f(i / num_steps), max_beta) for i in range(num_steps)]
+        betas = [min(1.0 - f((i + 1) / N) / f(i / N), max_beta) for i in range(N)]
         return cls(np.asarray(betas, dtype=np.float64), name="cosine")
 
     @classmethod
@@ -71,8 +76,8 @@ class NoiseSchedule:
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer timestep or integer tensor, got dtype {t.dtype}")
         t = t.to("cpu", torch.long)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.num_steps):
-            raise ValueError(f"{name} must lie in 0..{self.num_steps}, got range "
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.num_timesteps):
+            raise ValueError(f"{name} must lie in 0..{self.num_timesteps}, got range "
                              f"[{int(t.min())}, {int(t.max())}]")
         return t
 
@@ -133,15 +138,17 @@ class NoiseSchedule:
         return r * x_n - q * eps_pred.to(x_n.dtype)
 
     def __len__(self) -> int:
-        return self.num_steps
+        return self.num_timesteps
 
     def __repr__(self) -> str:
-        return f"NoiseSchedule({self.name}, num_steps={self.num_steps})"
+        return f"NoiseSchedule({self.name}, num_timesteps={self.num_timesteps})"
+
+    num_steps = deprecated_alias("num_steps", "num_timesteps")
 
 
-def _check_steps(num_steps: int) -> None:
-    if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+def _check_steps(num_timesteps: int) -> None:
+    if not isinstance(num_timesteps, (int, np.integer)) or isinstance(num_timesteps, bool) or num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
 
 
 def call_eps_model(model: Callable, x: Tensor, n: IndexLike,
@@ -149,7 +156,7 @@ def call_eps_model(model: Callable, x: Tensor, n: IndexLike,
     """Call ``model(x, time_fn(n))`` with n as an int64 [B] tensor on x's device.
 
     [note: model time convention] The model receives the diffusion index n ∈ 1..N by default.
-    Pass ``time_fn`` for other conventions (spec §1): ``lambda n: n - 1`` (iDDPM/DDIM networks,
+    Pass ``time_fn`` for other conventions (docs/semantics-dpm.md §1): ``lambda n: n - 1`` (iDDPM/DDIM networks,
     ``shift1``), ``lambda n: n * 1000 / N`` (rescaled), ``lambda n: 999 * n / N`` (score-SDE).
     """
     nt = torch.as_tensor(n, dtype=torch.long, device=x.device)

@@ -1,4 +1,4 @@
-# Sampling trajectories 1 = τ_1 < … < τ_K = N (spec analytic_dpm.md §5).
+# Sampling trajectories 1 = τ_1 < … < τ_K = N (docs/semantics-dpm.md §5).
 # optimal_trajectory: min-plus DP of the δ-form cost F[s,t] = log(α_{t|s}β̄_s + β_{t|s}δ_t) − log β̄_t
 # (KL-optimal for Analytic-DDPM); dp_seg: the official tail-splitting heuristic on naive Γ tables;
 # dp_vb: the likelihood DP on a Monte Carlo NLL matrix; linear / quad_ddim: fixed spacings.
@@ -8,24 +8,40 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..reference.dpm import delta_cost, delta_cost_matrix, minplus_dp as _ref_minplus_dp, minplus_path
+from ._compat import renamed_kwargs
 from ._ops import minplus_dp
 from .gamma import GammaTable
 from .schedule import NoiseSchedule
 from .variance import _delta
 
-__all__ = ["linear_trajectory", "quad_ddim_trajectory", "optimal_trajectory", "trajectory_cost",
+__all__ = ["Trajectory", "linear_trajectory", "quad_ddim_trajectory", "optimal_trajectory", "trajectory_cost",
            "trajectory_kl_per_dim", "dp_seg_trajectory", "dp_vb_trajectory"]
 
 
-def _check_k(num_steps: int, K: int) -> Tuple[int, int]:
-    N, K = int(num_steps), int(K)
+class Trajectory(NamedTuple):
+    """What every trajectory function returns (docs/semantics-dpm.md §5).
+
+    ``timesteps``: int64 [K], strictly ascending in 1..N (τ_1 … τ_K). ``cost``: the objective the
+    function minimised for this path, as a float: Σ F (the δ-form cost, :func:`trajectory_cost`)
+    for ``optimal`` and ``dp_seg``, the summed expected NLL terms in nats per datum (prior
+    excluded) for ``dp_vb``, and NaN for the fixed spacings ``linear`` and ``quad_ddim``.
+    ``timesteps, cost = optimal_trajectory(...)`` unpacks it; every function of tigercore.dpm that
+    takes a trajectory also accepts a Trajectory.
+    """
+
+    timesteps: Tensor
+    cost: float
+
+
+def _check_k(num_timesteps: int, K: int) -> Tuple[int, int]:
+    N, K = int(num_timesteps), int(K)
     if not 1 <= K <= N:
         raise ValueError(f"the number of steps K must lie in 1..N = 1..{N}, got {K}")
     if K == 1 and N != 1:
@@ -33,26 +49,29 @@ def _check_k(num_steps: int, K: int) -> Tuple[int, int]:
     return N, K
 
 
-def linear_trajectory(num_steps: int, K: int) -> Tensor:
-    """Even spacing [code]: Python ``round`` (half to even) of the running float 1, 1 + (N−1)/(K−1), …"""
-    N, K = _check_k(num_steps, K)
+@renamed_kwargs(num_steps="num_timesteps", K="num_inference_steps")
+def linear_trajectory(num_timesteps: int, num_inference_steps: int) -> Trajectory:
+    """Even spacing (the official code's): Python ``round`` (half to even) of the running float
+    1, 1 + (N−1)/(K−1), …; N = ``num_timesteps``, K = ``num_inference_steps``; cost NaN."""
+    N, K = _check_k(num_timesteps, num_inference_steps)
     if K == 1:
-        return torch.ones(1, dtype=torch.long)
+        return Trajectory(torch.ones(1, dtype=torch.long), math.nan)
     step, x, out = (N - 1) / (K - 1), 1.0, []
     for _ in range(K):
         out.append(round(x))
         x += step
-    return _validated(out, N)
+    return Trajectory(_validated(out, N), math.nan)
 
 
-def quad_ddim_trajectory(num_steps: int, K: int) -> Tensor:
-    """DDIM quadratic spacing [code]: int(linspace(0, √(0.8N), K)²) + 1 (ends below N by design)."""
-    N, K = _check_k(num_steps, K)
+@renamed_kwargs(num_steps="num_timesteps", K="num_inference_steps")
+def quad_ddim_trajectory(num_timesteps: int, num_inference_steps: int) -> Trajectory:
+    """DDIM quadratic spacing: int(linspace(0, √(0.8N), K)²) + 1 (ends below N by design); cost NaN."""
+    N, K = _check_k(num_timesteps, num_inference_steps)
     out = (np.linspace(0.0, math.sqrt(0.8 * N), K) ** 2).astype(np.int64) + 1
     t = torch.from_numpy(out)
     if K > 1 and not bool((t[1:] > t[:-1]).all()):
         raise ValueError(f"quad_ddim gives repeated timesteps for N={N}, K={K}; use fewer steps")
-    return t
+    return Trajectory(t, math.nan)
 
 
 def _validated(steps, N: int) -> Tensor:
@@ -84,17 +103,19 @@ def _delta_dp(schedule: NoiseSchedule, delta: Tensor, K: int, N: int) -> Tuple[T
     return minplus_dp(delta_cost_matrix(schedule.log_alpha_bar[:N + 1], delta[:N + 1]), K, 1)
 
 
-def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_steps: int) -> Tuple[Tensor, float]:
+@renamed_kwargs(num_steps="num_inference_steps")
+def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_inference_steps: int) -> Trajectory:
     """KL-optimal K-step trajectory for Analytic-DDPM by the δ-form DP on the full range [1, N].
 
-    Returns (timesteps, cost): ascending int64 [K] from 1 to N, and C[K, N] = Σ_k F[τ_{k−1}, τ_k].
+    Returns a :class:`Trajectory` (timesteps, cost): ascending int64 [K] from 1 to N, and
+    C[K, N] = Σ_k F[τ_{k−1}, τ_k].
     Ties go to the smallest predecessor (``np.argmin`` order). The KL per dimension of the path is
     ½(cost + log(β̄_N/(α_{N|1}β̄_1))), see :func:`trajectory_kl_per_dim`.
     """
     delta = _delta(one_minus_gamma, schedule)
-    N, K = _check_k(schedule.num_steps, num_steps)
+    N, K = _check_k(schedule.num_timesteps, num_inference_steps)
     if K == 1:
-        return torch.ones(1, dtype=torch.long), 0.0
+        return Trajectory(torch.ones(1, dtype=torch.long), 0.0)
     C, D = _delta_dp(schedule, delta, K, N)
     path = minplus_path(D, K, N)
     if isinstance(one_minus_gamma, GammaTable):
@@ -104,22 +125,24 @@ def optimal_trajectory(schedule: NoiseSchedule, one_minus_gamma, num_steps: int)
         if hit.numel():
             warnings.warn(f"optimal_trajectory: the path lands on timesteps {hit[:6].tolist()} where δ̂ was "
                           "clipped to 0; the DP treats them as (nearly) free. Estimate δ with more samples "
-                          "or estimator='npr', or check the path.", RuntimeWarning, stacklevel=2)
-    return path, float(C[K, N])
+                          "or estimator='npr', or check the path.", RuntimeWarning, stacklevel=3)
+    return Trajectory(path, float(C[K, N]))
 
 
 def _path(schedule: NoiseSchedule, timesteps) -> Tensor:
+    if isinstance(timesteps, Trajectory):
+        timesteps = timesteps.timesteps
     t = torch.as_tensor(timesteps)
     if t.is_floating_point() or t.dim() != 1 or t.numel() < 1:
         raise ValueError("timesteps must be a non-empty 1-D integer sequence")
     t = t.to("cpu", torch.long)
-    if int(t.min()) < 1 or int(t.max()) > schedule.num_steps or not bool((t[1:] > t[:-1]).all()):
-        raise ValueError(f"timesteps must rise strictly within 1..{schedule.num_steps}")
+    if int(t.min()) < 1 or int(t.max()) > schedule.num_timesteps or not bool((t[1:] > t[:-1]).all()):
+        raise ValueError(f"timesteps must rise strictly within 1..{schedule.num_timesteps}")
     return t
 
 
 def trajectory_cost(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> float:
-    """Σ_k F[τ_{k−1}, τ_k] of any increasing path in 1..N, summed left to right like the DP
+    """Σ_k F[τ_{k−1}, τ_k] of any increasing path in 1..N (a tensor, list or Trajectory), summed left to right like the DP
     (equal to C[K, N] up to the rounding of F's element-wise evaluation)."""
     delta = _delta(one_minus_gamma, schedule)
     t = _path(schedule, timesteps)
@@ -134,15 +157,17 @@ def trajectory_cost(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> floa
 
 def trajectory_kl_per_dim(schedule: NoiseSchedule, one_minus_gamma, timesteps) -> float:
     """Σ_{k≥2} E KL(q(x_s|x_t,x_0) ‖ p(x_s|x_t))/d = ½ Σ J(s,t) for Analytic-DDPM with the exact mean
-    (spec §5): ½(Σ F + log(β̄_{τK} / (α_{τK|τ1} β̄_{τ1}))), the log term being Σ log(β̄_t/(α_{t|s}β̄_s))."""
+    (docs/semantics-dpm.md §5): ½(Σ F + log(β̄_{τK} / (α_{τK|τ1} β̄_{τ1}))), the log term being Σ log(β̄_t/(α_{t|s}β̄_s))."""
     t = _path(schedule, timesteps)
     a, b = int(t[0]), int(t[-1])
     const = float(schedule.log_beta_bar[b] - schedule.log_skip_alpha(a, b) - schedule.log_beta_bar[a])
     return 0.5 * (trajectory_cost(schedule, one_minus_gamma, t) + const)
 
 
-def dp_seg_trajectory(schedule: NoiseSchedule, table, num_steps: int) -> Tensor:
-    """Official ``dp_seg`` (spec §5): cut the tail where the naive Γ̂ exceeds 1, DP on the head.
+@renamed_kwargs(num_steps="num_inference_steps")
+def dp_seg_trajectory(schedule: NoiseSchedule, table, num_inference_steps: int) -> Trajectory:
+    """Official ``dp_seg`` (docs/semantics-dpm.md §5): cut the tail where the naive Γ̂ exceeds 1,
+    DP on the head. The cost of the returned :class:`Trajectory` is Σ F over the whole path.
 
     ``table``: a :class:`GammaTable` (Γ̂ > 1 ⇔ ``clipped & (δ == 0)``, as after ``from_ms_eps``) or a
     raw Γ vector of length N + 1. idx = first n with Γ̂_n > 1 (N + 1 if none), num_bad = 2(N − idx + 1),
@@ -150,9 +175,9 @@ def dp_seg_trajectory(schedule: NoiseSchedule, table, num_steps: int) -> Tensor:
     K2 ≥ 1 if num_bad > 0 (each adjustment moves the difference to the other part). The DP runs on
     [1, N1] with K1 points and round(N − k(N − N1)/K2), k = K2−1..0, is appended.
 
-    [note: dp_seg order] The spec gives the caps without an order; they are applied as listed.
+    [note: dp_seg order] The caps are applied in the order listed (docs/semantics-dpm.md §5).
     """
-    N, K = _check_k(schedule.num_steps, num_steps)
+    N, K = _check_k(schedule.num_timesteps, num_inference_steps)
     if isinstance(table, GammaTable):
         delta = table.one_minus_gamma
         bad = table.clipped & (delta == 0)
@@ -183,21 +208,36 @@ def dp_seg_trajectory(schedule: NoiseSchedule, table, num_steps: int) -> Tensor:
         C, D = _delta_dp(schedule, head, K1, N1)
         path = minplus_path(D, K1, N1)
     tail = [round(N - k * (N - N1) / K2) for k in range(K2 - 1, -1, -1)]
-    return _validated(path.tolist() + tail, N)
+    steps = _validated(path.tolist() + tail, N)
+    return Trajectory(steps, trajectory_cost(schedule, delta, steps))
 
 
-def dp_vb_trajectory(cost: Tensor, num_steps: int) -> Tuple[Tensor, float]:
-    """Likelihood DP (``dp_vb``, spec §5) on an [N+1, N+1] matrix of expected NLL terms in nats.
+@renamed_kwargs(num_steps="num_inference_steps")
+def dp_vb_trajectory(cost, num_inference_steps: int, *, first_step: Optional[int] = None) -> Trajectory:
+    """Likelihood DP (``dp_vb``, docs/semantics-dpm.md §5, §7) on an [N+1, N+1] matrix of expected NLL
+    terms in nats, as built by :func:`tigercore.dpm.nelbo_terms` (pass its result or its ``.F``).
 
-    ``cost[s, t]`` (s < t) is E[L_{s,t}] for the step t → s and ``cost[0, t]`` the decoder term
-    −E log p(x_0 | x_t); the path starts at 0 with τ_1 free. Returns (timesteps [K] ascending, ending
-    at N, without the leading 0; total cost C[K+1, N]).
+    ``cost[s, t]`` (0 < s < t) is E[L_{s,t}] of the step t → s and ``cost[0, t]`` the decoder term
+    −E log p(x_0 | x_t); entries with s ≥ t are ignored. The path runs 0 → τ_1 → … → τ_K = N.
+    ``first_step=None`` leaves τ_1 free (the official ``dp_vb``); ``first_step=1`` forces τ_1 = 1
+    (any other value likewise), by treating cost[0, t] as +inf for t ≠ first_step. Returns a
+    :class:`Trajectory` (timesteps [K] ascending, without the leading 0; cost C[K+1, N] in nats).
     """
+    cost = getattr(cost, "F", cost)
     if not isinstance(cost, Tensor) or cost.dim() != 2 or cost.shape[0] != cost.shape[1]:
-        raise ValueError("cost must be a square [N+1, N+1] tensor")
-    N, K = cost.shape[0] - 1, int(num_steps)
+        raise ValueError("cost must be a square [N+1, N+1] tensor (or a NelboTerms)")
+    N, K = cost.shape[0] - 1, int(num_inference_steps)
     if not 1 <= K <= N:
         raise ValueError(f"the number of steps K must lie in 1..N = 1..{N}, got {K}")
+    if first_step is not None:
+        if not 1 <= int(first_step) <= N - K + 1:
+            raise ValueError(f"first_step must lie in 1..N − K + 1 = 1..{N - K + 1}, got {first_step}")
+        cost = cost.clone()
+        keep = cost[0, int(first_step)].clone()
+        cost[0, 1:] = math.inf
+        cost[0, int(first_step)] = keep
     C, D = minplus_dp(cost, K + 1, 0)
+    if not math.isfinite(float(C[K + 1, N])):
+        raise ValueError(f"no finite {K}-step path to N = {N} in cost (is cost[·, N] filled?)")
     path = minplus_path(D, K + 1, N)
-    return path[1:], float(C[K + 1, N])
+    return Trajectory(path[1:], float(C[K + 1, N]))

@@ -1,4 +1,4 @@
-# Optimal reverse variances of Analytic-DPM (spec analytic_dpm.md §3, §4, §8; [ADPM] Thm 1/2).
+# Optimal reverse variances of Analytic-DPM (docs/semantics-dpm.md §3, §4, §8; [ADPM] Thm 1/2).
 # σ²_{s,t} = λ² + γ_{s,t}²·cov_x0(t), λ² = η²β̃(s,t), cov_x0(t) = (β̄_t/ᾱ_t)·δ_t clamped to the data
 # range, γ in the cancellation-free form γ = (ᾱ_s β_{t|s} + λ²ᾱ_t)/(β̄_t(√ᾱ_s + √((β̄_s−λ²)ᾱ_t/β̄_t))).
 # diag_reverse_variance is the per-element NPR / SN / "eps"-heuristic version of §8.
@@ -58,8 +58,8 @@ def _delta(one_minus_gamma, schedule: NoiseSchedule) -> Tensor:
     d = torch.as_tensor(d)
     if not d.is_floating_point():
         raise TypeError(f"one_minus_gamma must be floating (float64 recommended), got {d.dtype}")
-    if d.shape != (schedule.num_steps + 1,):
-        raise ValueError(f"one_minus_gamma must have shape ({schedule.num_steps + 1},) "
+    if d.shape != (schedule.num_timesteps + 1,):
+        raise ValueError(f"one_minus_gamma must have shape ({schedule.num_timesteps + 1},) "
                          f"(index 0 unused), got {tuple(d.shape)}")
     return d.detach().to("cpu", torch.float64)
 

@@ -1,4 +1,4 @@
-# Pure-torch reference for the Analytic-DPM reductions (spec analytic_dpm.md §2, §5, §9), float64
+# Pure-torch reference for the Analytic-DPM reductions (docs/semantics-dpm.md §2, §5, §9), float64
 # results (eps_stats sums tiles in float32 for non-fp64 inputs, [note: fixed reduction tree]):
 # eps_stats (per-sample y, c, u, z, w), segment_moments (per-timestep count/mean/co-moments),
 # merge_moments (Chan), minplus_dp (trajectory DP) and the δ-form DP cost of §5.
@@ -16,7 +16,7 @@ from torch import Tensor
 
 __all__ = [
     "EPS_STATS_COLUMNS", "eps_stats", "segment_moments", "merge_moments",
-    "minplus_dp", "minplus_path", "delta_cost", "delta_cost_matrix",
+    "minplus_dp", "minplus_path", "delta_cost", "delta_cost_matrix", "check_output_bytes",
 ]
 
 # Columns of eps_stats' output, in order. Per sample, with d = numel of one sample:
@@ -34,7 +34,7 @@ SEGMENT_TILE = 64         # leaf tile of segment_moments' fixed reduction tree (
 # element-wise halving adds. Element-wise ops do not depend on the thread count or on the other
 # rows of the batch, so results are bitwise reproducible across thread counts and batch splits,
 # and a native kernel with the same tile size reproduces them.
-# eps_stats (spec §9) works in a compute type: float32 when the inputs are fp16/bf16/fp32 (and
+# eps_stats (docs/semantics-dpm.md §9) works in a compute type: float32 when the inputs are fp16/bf16/fp32 (and
 # mixed ones without fp64), float64 when any input is fp64. Each element is upcast to it (exact),
 # the per-element terms are formed there with one rounding per operation, in this order: y = ê·ê,
 # c = e·e, u = (e−ê)·(e+ê), z = (e−ê)·(e−ê), w = (x0−x̂0)·(x0−x̂0) (torch's element-wise fp32 ops are
@@ -154,6 +154,25 @@ def eps_stats(eps_pred: Tensor, eps: Optional[Tensor] = None, x0: Optional[Tenso
     return out
 
 
+# ---------------------------------------------------------------------------- output sizes
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def check_output_bytes(op: str, name: str, value: int, shape) -> None:
+    """Refuse ``value`` (num_steps or K) when an output of ``shape`` (dims formed from it, each
+    counted as at least 1) would need more than 2^63 − 1 bytes of 8-byte elements: the rule of the
+    native entries' overflow-checked sizes (csrc/dpm_common.h [note: checked output sizes]), so every
+    backend fails alike, before any allocation, for 2^62 or 2^63 − 1 (docs/semantics-dpm.md §9)."""
+    nbytes = 8
+    for d in shape:
+        nbytes *= max(int(d), 1)
+    if nbytes > _INT64_MAX:
+        dims = ", ".join(str(d) for d in shape)
+        raise ValueError(f"tigercore::{op}: {name} = {value} is too large: an output of shape [{dims}] "
+                         "of 8-byte elements would exceed 2^63 - 1 bytes")
+
+
 # ---------------------------------------------------------------------------- segment moments
 
 def _segment_sum(v: Tensor, seg: Tensor, nseg: int) -> Tensor:
@@ -186,7 +205,7 @@ def segment_moments(stats: Tensor, timesteps: Tensor, num_steps: int) -> Tuple[T
     Args: ``stats`` [B, k] floating, ``timesteps`` [B] integer in 1..num_steps (mixed allowed).
     Returns ``(count, mean, comoment)``: count [N+1] float64, mean [N+1, k] float64 and
     comoment [N+1, k, k] float64 = Σ_i (x_i − mean)(x_i − mean)ᵀ over the samples of each n, whose
-    diagonal is the M2 of each column and whose [y, c] entry is the C_yc of spec §9. Timesteps
+    diagonal is the M2 of each column and whose [y, c] entry is the C_yc of docs/semantics-dpm.md §9. Timesteps
     without samples (and index 0) have count 0, mean 0, comoment 0. NaN columns stay NaN.
     """
     _check_float("stats", stats)
@@ -198,6 +217,10 @@ def segment_moments(stats: Tensor, timesteps: Tensor, num_steps: int) -> Tuple[T
     if timesteps.shape != stats.shape[:1]:
         raise ValueError(f"timesteps must be [B] = [{stats.shape[0]}], got shape {tuple(timesteps.shape)}")
     num_steps = int(num_steps)
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    k = stats.shape[1]
+    check_output_bytes("segment_moments", "num_steps", num_steps, (num_steps + 1, k, k))
     ts = timesteps.to(device=stats.device, dtype=torch.long)
     if ts.numel() and (int(ts.min()) < 1 or int(ts.max()) > num_steps):
         raise ValueError(f"timesteps must lie in 1..{num_steps}, got range [{int(ts.min())}, {int(ts.max())}]")
@@ -216,7 +239,7 @@ def merge_moments(a: Tuple[Tensor, Tensor, Tensor], b: Tuple[Tensor, Tensor, Ten
                   ) -> Tuple[Tensor, Tensor, Tensor]:
     """Chan et al. merge of two ``(count, mean, comoment)`` states (shapes as segment_moments').
 
-    n = n_a + n_b, Δ = μ_b − μ_a, μ = μ_a + Δ·n_b/n, C = C_a + C_b + ΔΔᵀ·n_a·n_b/n (spec §9).
+    n = n_a + n_b, Δ = μ_b − μ_a, μ = μ_a + Δ·n_b/n, C = C_a + C_b + ΔΔᵀ·n_a·n_b/n (docs/semantics-dpm.md §9).
     Rows with n = 0 stay zero.
     """
     na, ma, ca = a
@@ -241,7 +264,7 @@ CostLike = Union[Tensor, Callable[[Tensor, Tensor], Tensor]]
 
 
 def delta_cost(log_alpha_bar: Tensor, delta: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    """δ-form DP cost F[s,t] = log(α_{t|s} β̄_s + β_{t|s} δ_t) − log β̄_t (spec §5), outer over s, t.
+    """δ-form DP cost F[s,t] = log(α_{t|s} β̄_s + β_{t|s} δ_t) − log β̄_t (docs/semantics-dpm.md §5), outer over s, t.
 
     ``s`` [S] and ``t`` [T] are integer index tensors (1 ≤ s); returns [S, T] float64 with +inf
     where s ≥ t. Finite for every δ_t ≥ 0 because α_{t|s} β̄_s > 0 for s ≥ 1.
@@ -311,6 +334,7 @@ def minplus_dp(F: CostLike, K: int, num_steps: Optional[int] = None, *, start: i
         raise ValueError(f"start must lie in 0..{N}, got {start}")
     if K < 1:
         raise ValueError(f"K must be >= 1, got {K}")
+    check_output_bytes("minplus_dp", "K", K, (K + 1, N + 1))
 
     def block_T(s_lo: int, s_hi: int, t_lo: int, t_hi: int) -> np.ndarray:
         """FT[t_lo:t_hi, s_lo:s_hi] with +inf where s >= t (callable path)."""

@@ -1,4 +1,4 @@
-// dpm_math.h — host+device arithmetic of the Analytic-DPM reductions (spec analytic_dpm.md §9):
+// dpm_math.h — host+device arithmetic of the Analytic-DPM reductions (docs/semantics-dpm.md §9):
 // eps_stats' per-element terms and fixed halving trees, segment_moments' per-timestep tree, and
 // minplus_dp's first-argmin relaxation, plus the POD launch structs. Torch-free: the per-ISA CPU
 // kernels (csrc/cpu/dpm_kernels.h), the CUDA kernels (csrc/cuda/dpm.cu) and csrc/tests compile
