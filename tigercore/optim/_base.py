@@ -73,6 +73,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         self.seed = int(seed)
         self.backend = backend
         self._warned: set = set()
+        self._in_backward = None  # the StepInBackward handle while parameters step inside backward
         self._validate_group(dict(defaults))
         super().__init__(params, defaults)
 
@@ -282,6 +283,10 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._in_backward is not None:
+            from .in_backward import warn_step_is_done_in_backward
+            warn_step_is_done_in_backward(self)
+            return loss
         try:
             batches, without_grad = self._plan_step()
             for group, device, sub, use_ref, params, ids in batches:
@@ -291,6 +296,20 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             self._forget_gradscaler()
             raise
         return loss
+
+    @torch.no_grad()
+    def _step_one(self, p: torch.Tensor, group: dict, ordinal: int):
+        """The step of one parameter (step_in_backward): the same checks and the same op as
+        step(), on a batch of one tensor."""
+        self._validate_group(group)
+        if p.grad is None:
+            return
+        state = self.state[p]
+        self._check_grad(p)
+        self._check_state(p, state)
+        aux_key = self._aux_key(p)
+        tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
+        self._run_batch(group, [p], [ordinal], p.device, self._batch_key(p, group), self._use_reference(tensors))
 
     def _run_batch(self, group, params, ids, device, sub, use_ref):
         states = [self.state[p] for p in params]
