@@ -1,7 +1,7 @@
 """Optimizer steps on a machine where another process holds a core (data-loader workers, a
 shared VM): GPT-2-small shapes, fp32, torch's thread count, each step timed quiet and then with
 `--busy` spinning processes running. Shows [note: one region, dynamic tasks]
-(csrc/cpu/step_tasks.h): a step that splits work into fixed halves, or enters many parallel
+(csrc/cpu/work_queue.h): a step that splits work into fixed halves, or enters many parallel
 regions, waits a whole time slice for the thread whose core is taken.
 
     python bench/bench_busy_core.py [--busy 1] [--repeats 9] [--shapes gpt2-small|flat:N]

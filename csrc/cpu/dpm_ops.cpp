@@ -13,6 +13,7 @@
 
 #include "../dpm_common.h"
 #include "kernel_table.h"
+#include "work_queue.h"
 
 namespace tigercore {
 namespace cpu {
@@ -20,24 +21,15 @@ namespace {
 
 using namespace ::tigercore::dpm;
 
-// [note: dynamic chunks]
-// body(b, e) over [0, n) in chunks of `chunk` items handed out from a shared counter rather than
-// split in equal halves up front: a thread whose core is busy (a shared machine) takes fewer
-// chunks instead of holding up the call. No result depends on which thread computes an item.
-// Below kParallelWork units of work (elements, products, candidates) the call runs inline: a
-// parallel region ends in a barrier, which a descheduled worker can delay by a whole time slice.
+// Work below kParallelWork units (elements, products, candidates) runs inline: a parallel region
+// ends in a barrier, which a descheduled worker can delay by a whole time slice. Chunks are handed
+// out from a shared counter (parallel_ranges, work_queue.h), so a thread whose core is busy takes
+// fewer of them; no result depends on which thread computes an item.
 constexpr int64_t kParallelWork = int64_t(1) << 18;
 
 template <typename Body>
 void parallel_chunks(int64_t n, int64_t chunk, int64_t work, const Body& body) {
-  if (work < kParallelWork || n <= chunk) {
-    if (n > 0) body(0, n);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk), 1, [&](int64_t, int64_t) {
-    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) body(b, std::min(n, b + chunk));
-  });
+  parallel_ranges(n, chunk, work, kParallelWork, body);
 }
 
 // ---- eps_stats ---------------------------------------------------------------------------------
@@ -70,7 +62,7 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   // Second level of the tree: the tile partials of a row, zero-padded to a power of two.
   const int64_t width = pow2_at_least(c.ntiles);
   double* out = p.out.mutable_data_ptr<double>();
-  at::parallel_for(0, c.rows, std::max<int64_t>(1, kParallelWork / width), [&](int64_t b, int64_t e) {
+  parallel_chunks(c.rows, std::max<int64_t>(1, kParallelWork / width), c.rows * width, [&](int64_t b, int64_t e) {
     std::vector<double> buf(static_cast<size_t>(width));
     for (int64_t row = b; row < e; ++row)
       for (int col = 0; col < kStatCols; ++col) {
@@ -183,8 +175,8 @@ void minplus_exact(const MinplusCall& c) {
   for (int64_t k = 2; k <= c.K && minplus_lo(c, k) + 1 <= N; ++k) {
     const int64_t lo = minplus_lo(c, k);
     std::atomic<int64_t> nan_t{-1};
-    at::parallel_for(lo + 1, N + 1, std::max<int64_t>(1, kParallelWork / (N - lo)), [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
+    parallel_chunks(N - lo, std::max<int64_t>(1, kParallelWork / (N - lo)), (N - lo) * (N - lo), [&](int64_t b, int64_t e) {
+      for (int64_t t = lo + 1 + b; t < lo + 1 + e; ++t) {
         double best = std::numeric_limits<double>::infinity();
         int64_t arg = -1;
         bool nan = false;

@@ -1,6 +1,6 @@
 // optim_ops.cpp — CPU entry points of tigercore::lion_step_, tiger_step_, tiger_stats and
 // sync_external_writes_. The host plan (csrc/host/step_plan.h) checks every input before anything
-// is modified; then one parallel region of tasks (step_tasks.h) runs the fused update over fixed
+// is modified; then one parallel region of tasks (work_queue.h) runs the fused update over fixed
 // chunks with the instruction-set variant chosen by isa.cpp. Tiger's per-tensor inputs come from
 // [note: carried sums] or from the caller (eta, nonfinite). Reference: tigercore/reference/optim.py.
 #include <ATen/ATen.h>
@@ -13,7 +13,7 @@
 
 #include "host/step_plan.h"
 #include "kernel_table.h"
-#include "step_tasks.h"
+#include "work_queue.h"
 
 namespace tigercore {
 namespace cpu {
@@ -40,7 +40,7 @@ constexpr int64_t kChunk = int64_t(1) << 13;
 // The guard must know that a tensor's whole gradient is finite before it writes any of it (an
 // exact undo of a partial update would need a copy of m and theta). The check reads the gradient
 // once more, in batches of about kBatch elements of consecutive tensors, checks then updates
-// ([note: one region, dynamic tasks], step_tasks.h), so that the second read comes from cache when
+// ([note: one region, dynamic tasks], work_queue.h), so that the second read comes from cache when
 // a batch fits in it; a tensor larger than the cache pays one extra read of its gradient.
 // Distributed callers compute the flags (and the step sizes) outside and pass them in.
 constexpr int64_t kBatch = int64_t(1) << 20;
@@ -71,12 +71,12 @@ bool is_rows(const StepTensor& t) { return t.row_len != t.numel && t.row_len > 0
 void sum_squares_into(const std::vector<StepTensor>& tensors, const std::vector<char>& fresh,
                       std::vector<std::vector<double>>& sums) {
   const KernelTable& k = active_kernels();
-  StepTaskList list;
+  WorkQueue list;
   const int32_t batch = list.new_batch();
   for (size_t t = 0; t < tensors.size(); ++t)
     if (fresh[t]) for_each_chunk(tensors[t], [&](int64_t b, int64_t e) { list.add_update(batch, int32_t(t), b, e); });
   std::vector<double> partial(size_t(list.size()), 0.0);
-  list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t i, const StepTask& task) {
+  list.run(kParallelWork, [](const WorkTask&) {}, [&](int64_t i, const WorkTask& task) {
     const StepTensor& t = tensors[task.tensor];
     if (is_rows(t)) {
       for (int64_t r = task.begin / t.row_len; r < task.end / t.row_len; ++r)
@@ -86,7 +86,7 @@ void sum_squares_into(const std::vector<StepTensor>& tensors, const std::vector<
     }
   });
   for (int64_t i = 0; i < list.size(); ++i) {
-    const StepTask& task = list.tasks()[size_t(i)];
+    const WorkTask& task = list.tasks()[size_t(i)];
     if (!is_rows(tensors[task.tensor])) sums[task.tensor][0] += partial[size_t(i)];
   }
 }
@@ -111,11 +111,11 @@ void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
   host::sync_external_writes(params, aux, stamps, {}, mode, compiled);
   if (found_inf_is_set(found_inf)) return host::record_stamps(params, stamps);
   const KernelTable& k = active_kernels();
-  StepTaskList list;  // [note: one region, dynamic tasks]: one batch, no checks
+  WorkQueue list;  // [note: one region, dynamic tasks]: one batch, no checks
   const int32_t batch = list.new_batch();
   for (size_t t = 0; t < plan.tensors.size(); ++t)
     for_each_chunk(plan.tensors[t], [&](int64_t b, int64_t e) { list.add_update(batch, int32_t(t), b, e); });
-  list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t, const StepTask& task) {
+  list.run(kParallelWork, [](const WorkTask&) {}, [&](int64_t, const WorkTask& task) {
     k.sign_step(plan.call, plan.tensors[task.tensor], task.begin, task.end, nullptr);
   });
   advance_steps(steps);
@@ -207,7 +207,7 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
 
   // The tasks ([note: one region, dynamic tasks]): with the fused check, batches of consecutive
   // tensors of about kBatch elements, checks first; otherwise one batch of updates.
-  StepTaskList list;
+  WorkQueue list;
   std::vector<std::pair<size_t, size_t>> batches;  // [first, last) tensors
   for (size_t first = 0, last = 0; first < n; first = last) {
     int64_t elems = 0;
@@ -227,12 +227,12 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   const bool carry = !carried.empty();
   std::vector<double> partial(size_t(list.size()), 0.0);
   list.run(kParallelWork,
-      [&](const StepTask& task) {
+      [&](const WorkTask& task) {
         const StepTensor& t = plan.tensors[task.tensor];
         if (!k.all_finite(t.param_dtype, t.grad, task.begin, task.end, plan.call.has_grad_scale, plan.call.grad_scale))
           fired[task.tensor].store(1, std::memory_order_relaxed);
       },
-      [&](int64_t i, const StepTask& task) {
+      [&](int64_t i, const WorkTask& task) {
         StepTensor t = plan.tensors[task.tensor];  // all checks of its batch are done (acquire)
         t.shrink = fired[task.tensor].load(std::memory_order_relaxed) != 0;
         double* rows = carry && is_rows(t) && (t.update || t.shrink) ? carried[task.tensor].data_ptr<double>() : nullptr;
@@ -247,7 +247,7 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   if (carry) {  // K: chunk partials in chunk order, as sum_squares_into adds them
     std::vector<double> total(n, 0.0);
     for (int64_t i = 0; i < list.size(); ++i) {
-      const StepTask& task = list.tasks()[size_t(i)];
+      const WorkTask& task = list.tasks()[size_t(i)];
       if (!task.check) total[task.tensor] += partial[size_t(i)];
     }
     for (size_t i = 0; i < n; ++i)
@@ -309,10 +309,10 @@ std::tuple<at::Tensor, at::Tensor> tiger_stats_cpu(at::TensorList params, at::Te
   const KernelTable& k = active_kernels();
   std::unique_ptr<std::atomic<uint8_t>[]> fired(new std::atomic<uint8_t>[n]);
   for (size_t i = 0; i < n; ++i) fired[i].store(0, std::memory_order_relaxed);
-  StepTaskList list;
+  WorkQueue list;
   const int32_t batch = list.new_batch();
   for (size_t t = 0; t < n; ++t) for_each_chunk(tensors[t], [&](int64_t b, int64_t e) { list.add_update(batch, int32_t(t), b, e); });
-  list.run(kParallelWork, [](const StepTask&) {}, [&](int64_t, const StepTask& task) {
+  list.run(kParallelWork, [](const WorkTask&) {}, [&](int64_t, const WorkTask& task) {
     const StepTensor& t = tensors[task.tensor];
     if (!k.all_finite(t.param_dtype, t.grad, task.begin, task.end, scaled, scale))
       fired[task.tensor].store(1, std::memory_order_relaxed);
