@@ -1,4 +1,4 @@
-"""GradScaler protocol (optimizers.md §4): in-kernel unscale, found_inf skips the whole step
+"""GradScaler protocol (docs/semantics.md, "GradScaler"): in-kernel unscale, found_inf skips the whole step
 (parameters, momentum, aux buffers and the step count), fp16 parameters with torch.amp.GradScaler."""
 import pytest
 import torch

@@ -95,7 +95,7 @@ def test_demo_trains_and_plots(runs):
     for name, (initial, final, ms, state_bytes, per_param) in rows.items():
         assert final < initial - 0.05, (name, initial, final)
         assert ms > 0 and state_bytes > 0
-        # optimizers.md §3.5: one fp32 state slot for Lion/Tiger (plus 0-d step counters), two for AdamW
+        # README "Memory": one fp32 state slot for Lion/Tiger (plus 0-d step counters), two for AdamW
         assert (8.0 if name == "adamw" else 4.0) <= per_param < (8.1 if name == "adamw" else 4.1)
 
 

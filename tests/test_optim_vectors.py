@@ -1,4 +1,4 @@
-"""optimizers.md §6 test vectors and invariants, on every backend (reference and native CPU).
+"""docs/semantics.md "Test vectors" and invariants, on every backend (reference and native CPU).
 
 Expected values are the spec's (computed there in float64 from the formulas), never outputs of
 this implementation."""
@@ -252,7 +252,7 @@ def test_tiger_accumulation_equals_large_batch(backend, dtype, tol):
 
 def test_tiger_accumulation_nan_microstep(backend):
     """A NaN at micro-step j adds the other k-1 gradients over k, skips the beta-decay if j = 0,
-    and shrinks theta at j (optimizers.md §2.6)."""
+    and shrinks theta at j (docs/semantics.md, "Tiger", guard)."""
     torch.manual_seed(6)
     k, beta, lr, s = 4, 0.965, 1e-2, 0.99
     theta0 = torch.randn(3, 3, dtype=F64)

@@ -1,4 +1,4 @@
-"""tiger_param_groups: classes from module types (optimizers.md §2.8.1), tied embeddings,
+"""tiger_param_groups: classes from module types (docs/semantics.md, "Tiger", classes), tied embeddings,
 overrides, and plain parameter lists (ndim rule)."""
 import pytest
 import torch

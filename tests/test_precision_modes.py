@@ -1,4 +1,4 @@
-"""bf16/fp16 precision modes (optimizers.md §3.3–3.4, §6 "Low precision"): the stall with
+"""bf16/fp16 precision modes (docs/semantics.md, "Storage of bf16/fp16 parameters" and "Test vectors"): the stall with
 "none", Kahan, stochastic rounding (Philox known answers, ties, unbiasedness) and master weights."""
 import math
 

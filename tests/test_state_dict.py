@@ -1,4 +1,4 @@
-"""state_dict round trips (optimizers.md §7): the next step is reproduced bitwise, each state
+"""state_dict round trips (docs/semantics.md, "State and state_dict"): the next step is reproduced bitwise, each state
 tensor keeps its own dtype, and a state that does not fit the parameters is refused."""
 import copy
 import io

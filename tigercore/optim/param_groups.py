@@ -1,4 +1,4 @@
-"""tiger_param_groups(model): Tiger's parameter classes from module types (optimizers.md §2.8.1).
+"""tiger_param_groups(model): Tiger's parameter classes from module types (docs/semantics.md, "Tiger", classes).
 
   nn.Embedding / nn.EmbeddingBag weight            -> E  (per-row RMS step)
   weight of LayerNorm, RMSNorm, GroupNorm, BatchNorm*, InstanceNorm*, or of any module whose

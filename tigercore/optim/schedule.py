@@ -1,5 +1,5 @@
 """PiecewiseLinearLR: tiger.py's piecewise-linear multiplier as a torch LR scheduler
-(optimizers.md §2.4). Knots count micro-steps (calls to optimizer.step()); step the scheduler once
+(docs/semantics.md, "Tiger", schedule). Knots count micro-steps (calls to optimizer.step()); step the scheduler once
 after every optimizer.step(). PL(t) is evaluated in float64 from the integer t.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - ``fma``: a correctly rounded float32 fused multiply-add, emulated in float64 with round-to-odd
   (Boldo & Melquiond), so the reference computes the very same function as the native kernels'
   ``std::fma`` / ``__fmaf_rn`` (csrc/include/tigercore/optim_math.h).
-- ``philox4x32_10`` and ``stochastic_round``: optimizers.md §3.4, mirroring
+- ``philox4x32_10`` and ``stochastic_round``: docs/semantics.md "Storage of bf16/fp16 parameters", mirroring
   csrc/include/tigercore/philox.h word for word.
 """
 from __future__ import annotations

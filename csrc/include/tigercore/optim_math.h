@@ -29,7 +29,7 @@ TC_FN double fma_op(double a, double b, double c) {
 
 // [note: sign keeps NaN]
 // sign(0) = 0 and sign(NaN) = NaN, exactly as torch.sign. The bare (x > 0) - (x < 0) idiom maps
-// NaN to 0, which would hide a diverged momentum; it is forbidden (optimizers.md §3.1).
+// NaN to 0, which would hide a diverged momentum; it is forbidden (docs/semantics.md, "Signs").
 // Written as selects so that compilers if-convert and vectorise it.
 template <typename T>
 TC_FN T sign_keep_nan(T x) {
@@ -39,7 +39,7 @@ TC_FN T sign_keep_nan(T x) {
 }
 
 // Coefficients of one call, rounded once from float64 to the op-math type on the host
-// (optimizers.md §2.8 decision 4).
+// (docs/semantics.md, "Numerics").
 template <typename T>
 struct LionCoeffs {
   T beta1, one_minus_beta1, beta2, one_minus_beta2;
@@ -70,7 +70,7 @@ TC_FN void tiger_param(T& w, T m, T eta, T wd) {
 template <typename T>
 TC_FN T tiger_shrink(T w, T centre, T ratio) { return fma_op(w - centre, ratio, centre); }
 
-// ---- storing the updated parameter (optimizers.md §3.4) -------------------------------------
+// ---- storing the updated parameter (docs/semantics.md, "Storage of bf16/fp16 parameters") -------------------------------------
 // [note: precision modes]
 // The update is always computed in fp32 (fp64 for fp64 params); the modes differ only in how the
 // new value w' is stored into a bf16/fp16 parameter:
@@ -164,12 +164,12 @@ struct ParamAccess {
   }
 };
 
-// Tiger's per-call schedule from the micro-step count t (optimizers.md §2.2):
+// Tiger's per-call schedule from the micro-step count t (docs/semantics.md, "Tiger"):
 //   b1 = beta if t mod k == 0 else 1;  the parameter moves iff (t + 1) mod k == 0.
 TC_FN bool tiger_is_first_micro_step(int64_t t, int64_t k) { return t % k == 0; }
 TC_FN bool tiger_is_update_step(int64_t t, int64_t k) { return (t + 1) % k == 0; }
 
-// Per-class step size eta from the pre-update RMS (optimizers.md §2.3, §2.8.3):
+// Per-class step size eta from the pre-update RMS (docs/semantics.md, "Tiger"):
 //   K/E: alpha * max(rms, floor) with rms = sqrt(sumsq / n) in fp64;  V: 0.5 * alpha.
 // Computed in fp64 and rounded to the op-math type once.
 TC_FN double tiger_eta_from_sumsq(double alpha, double sumsq, int64_t n, double rms_floor) {

@@ -1,5 +1,5 @@
 // philox.h — Philox4x32-10 counter-based RNG and stochastic rounding to bf16/fp16.
-// Spec: shared/spec/optimizers.md §3.4 (counter, key, rounding rules) and §6 (known answers).
+// Semantics: docs/semantics.md ("Storage of bf16/fp16 parameters"; known answers: "Test vectors").
 // [Salmon et al., SC'11]. Reference: tigercore/reference/numerics.py (philox4x32, stochastic_round).
 #pragma once
 #include "tigercore/float_bits.h"
