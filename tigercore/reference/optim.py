@@ -147,7 +147,7 @@ def _sum_squares(w: torch.Tensor, tiger_class: str) -> torch.Tensor:
     w64 = w.double()
     if tiger_class != "E" or w.dim() == 0:
         return w64.square().sum().reshape(1)
-    return w64.reshape(-1, w.shape[-1]).square().sum(-1)
+    return w64.reshape(rms_rows(w, tiger_class), w.shape[-1]).square().sum(-1)  # rows of width 0 sum to 0
 
 
 def _row_count(p: torch.Tensor, tiger_class: str) -> int:
