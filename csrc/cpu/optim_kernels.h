@@ -62,7 +62,8 @@ struct SrWords {
       sr_random_words(key.seed, key.param_id, key.step, uint64_t(b), uint64_t(e), words.data());
     }
   }
-  const uint32_t* base() const { return words.data() - begin; }  // indexed by the element index
+  // The word of element i is chunk()[i - begin] (not data() - begin: a pointer before the array).
+  const uint32_t* chunk() const { return words.data(); }
 };
 
 // [note: vectorisable loops]
@@ -82,7 +83,7 @@ double lion_loop(const SignStepCall& call, const SignStepTensor& t, int64_t begi
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
   const SrWords<kMode> sr(SrKey{call.seed, t.param_id, uint64_t(t.step)}, begin, end);
-  const uint32_t* __restrict__ r = sr.base();
+  const uint32_t* __restrict__ r = sr.chunk();
   for (int64_t i = begin; i < end; ++i) {
     T g = storage<P>::load(grad, i);
     if constexpr (kScaled) {
@@ -93,7 +94,7 @@ double lion_loop(const SignStepCall& call, const SignStepTensor& t, int64_t begi
     const T w_old = Access::load(param, aux, i);
     T w = w_old;
     lion_update(w, m, g, k, eta, wd);
-    Access::store_r(param, aux, i, w_old, w, kMode == Precision::kStochastic ? r[i] : 0u);
+    Access::store_r(param, aux, i, w_old, w, kMode == Precision::kStochastic ? r[i - begin] : 0u);
     storage<M>::store(mom, i, typename storage<M>::opmath(m));
   }
   return 0.0;
@@ -114,7 +115,7 @@ double tiger_range(const SignStepCall& call, const SignStepTensor& t, int64_t be
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
   const SrWords<kUpdate ? kMode : Precision::kNone> sr(SrKey{call.seed, t.param_id, uint64_t(t.step)}, begin, end);
-  const uint32_t* __restrict__ r = sr.base();
+  const uint32_t* __restrict__ r = sr.chunk();
   return for_each_summing<kSum>(begin, end, [&](int64_t i) -> T {
     T g = storage<P>::load(grad, i);
     if constexpr (kScaled) {
@@ -128,7 +129,7 @@ double tiger_range(const SignStepCall& call, const SignStepTensor& t, int64_t be
       const T w_old = Access::load(param, aux, i);
       T w = w_old;
       tiger_param(w, m, eta, wd);
-      return Access::store_r(param, aux, i, w_old, w, kMode == Precision::kStochastic ? r[i] : 0u);
+      return Access::store_r(param, aux, i, w_old, w, kMode == Precision::kStochastic ? r[i - begin] : 0u);
     } else {
       return T(0);
     }
@@ -146,12 +147,12 @@ double tiger_shrink_range(const SignStepCall& call, const SignStepTensor& t, int
   P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
   const SrWords<kMode> sr(SrKey{call.seed, t.param_id, uint64_t(t.step)}, begin, end);
-  const uint32_t* __restrict__ r = sr.base();
+  const uint32_t* __restrict__ r = sr.chunk();
   return for_each_summing<kSum>(begin, end, [&](int64_t i) -> T {
     if constexpr (kScaled) storage<P>::store(grad, i, storage<P>::load(grad, i) / scale);
     const T w_old = Access::load(param, aux, i);
     return Access::store_r(param, aux, i, w_old, tiger_shrink(w_old, centre, ratio),
-                           kMode == Precision::kStochastic ? r[i] : 0u);
+                           kMode == Precision::kStochastic ? r[i - begin] : 0u);
   });
 }
 
