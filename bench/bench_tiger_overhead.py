@@ -2,7 +2,7 @@
 with it): tigercore Lion, Tiger without the guard and Tiger with it, timed interleaved round by
 round so that this VM's minute-to-minute bandwidth swings hit all three alike; median ms per step
 and the ratio to Lion. Flat tensors of growing size show where the guard's second read of the
-gradient stops coming from cache ([note: Tiger without an extra pass] (c), optim_ops.cpp).
+gradient stops coming from cache ([note: carried sums] (c), optim_ops.cpp).
 
     python bench/bench_tiger_overhead.py [--dtypes float32,bfloat16] [--threads 1,2]
         [--shapes gpt2-small,flat:262144,flat:2359296,flat:38597376] [--rounds 15]

@@ -22,7 +22,7 @@ Resource usage:
   GLOBAL:28 CONSTANT[4]:224
  Function _Z13update_kernelv:
   REG:46 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:3912 TEXTURE:0 SURFACE:0 SAMPLER:0
- Function _Z16tiger_eta_kernelv:
+ Function _Z17tiger_rows_kernelv:
   REG:54 STACK:8 SHARED:0 LOCAL:4 CONSTANT[0]:3912 TEXTURE:0 SURFACE:0 SAMPLER:0
 """
 
@@ -37,7 +37,7 @@ SASS = """
         /*0040*/                   STG.E.128 [R2.64], R8 ;                 /* 0x0000000802007986 */
         /*0050*/              @!P1 BRA 0x20 ;                              /* 0xfffffffc00d49947 */
         /*0060*/                   EXIT ;                                  /* 0x000000000000794d */
-		Function : _Z16tiger_eta_kernelv
+		Function : _Z17tiger_rows_kernelv
         /*0000*/                   LDG.E.128 R8, [R2.64] ;                 /* 0x0000000402087981 */
         /*0010*/                   STL [R1], R8 ;                          /* 0x0000000801007387 */
         /*0020*/                   BRA 0x40 ;                              /* 0x0000000000047947 */
@@ -49,15 +49,15 @@ SASS = """
 def test_res_usage_is_parsed_per_arch_and_kernel():
     u = ci.parse_res_usage(RES_USAGE)
     assert u[("sm_80", "_Z13update_kernelv")] == (46, 0, 0)
-    assert u[("sm_80", "_Z16tiger_eta_kernelv")] == (54, 8, 4)
+    assert u[("sm_80", "_Z17tiger_rows_kernelv")] == (54, 8, 4)
 
 
 def test_loops_vector_accesses_and_spills_from_sass():
     funcs = ci.split_sass(SASS.replace("code for sm_80", "arch = sm_80"))
     lion = ci.analyse_sass(funcs[("sm_80", "_Z13update_kernelv")])
     assert lion.loops == 1 and lion.ldg128_in_loop and lion.stg128_in_loop and lion.local_insns == 0
-    eta = ci.analyse_sass(funcs[("sm_80", "_Z16tiger_eta_kernelv")])
-    assert eta.loops == 0 and not eta.ldg128_in_loop and eta.local_insns == 2  # a forward branch is no loop
+    rows = ci.analyse_sass(funcs[("sm_80", "_Z17tiger_rows_kernelv")])
+    assert rows.loops == 0 and not rows.ldg128_in_loop and rows.local_insns == 2  # a forward branch is no loop
 
 
 @pytest.mark.parametrize("insn, loop_to", [("@!P1 BRA 0x20", 0x20), ("BRA 0x20", 0x20), ("@P0 BRA P1, 0x20", 0x20),
@@ -71,7 +71,7 @@ def test_verdicts():
     ok = ci.Kernel("_Z13update_kernelv", "lion", {"sm_90": ci.KernelArch(40, 0, 0, 0, True, True, 2)})
     no_vec = ci.Kernel("_Z13update_kernelv", "tiger", {"sm_90": ci.KernelArch(40, 0, 0, 0, False, True, 2)})
     spill = ci.Kernel("_Z13update_kernelv", "lion", {"sm_80": ci.KernelArch(40, 8, 0, 3, True, True, 2)})
-    other = ci.Kernel("_Z16tiger_eta_kernelv", "eta", {"sm_80": ci.KernelArch(54, 0, 0, 0, False, False, 0)})
+    other = ci.Kernel("_Z17tiger_rows_kernelv", "rows", {"sm_80": ci.KernelArch(54, 0, 0, 0, False, False, 0)})
     assert ci.problems_of(ok) == [] and ci.problems_of(other) == []
     assert "no 128-bit load" in ci.problems_of(no_vec)[0]
     assert "stack 8 B" in ci.problems_of(spill)[0]

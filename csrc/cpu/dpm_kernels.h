@@ -126,13 +126,11 @@ TC_FORCEINLINE V add_via_fma(const V& a, const V& b) {
 // read), and the group sums of a 16- or 32-row tile likewise (the row tree of R rows is the tree
 // of its groups' sums, combined as a binary counter in rows()). Within a group, one lane set
 // (bf16's even or odd elements, or one register of a row) is summed after the other, so that
-// only one lane set's partial sums are live (group_all). The hardware prefetchers follow this
-// single forward stream with no help (software prefetching ahead, 0.5-4 KB, measured no better).
-// Measured (a standalone loop over this header, bf16 4096 x 3072, one thread): ~9 GB/s when the
-// whole tile was one unrolled expression (GCC scheduled its loads out of address order and
-// spilled), ~37 GB/s for eps_pred and ~21 GB/s with eps once the groups were a loop, ~24 GB/s
-// with eps from L2 once the lane sets were separated (the arithmetic limit); the previous layout
-// (tile halves as eight strided streams, each tile prefetched in software) reached ~17 GB/s.
+// only one lane set's partial sums are live (group_all). Why: the hardware prefetchers follow a
+// single forward stream with no help, so no software prefetch is issued; a whole tile written as
+// one unrolled expression lets the compiler reorder its loads out of address order and spill, so
+// the groups are a loop; and with every lane set live at once the partial sums no longer fit in
+// the registers. (The measurements behind these choices are in docs/performance.md.)
 
 // GCC cannot see that scalar() writes buf[0, tile) before the halving sum reads exactly that range;
 // zero-filling it for its sake would double the stores.
@@ -157,14 +155,13 @@ struct EpsTile {
   // [note: eps_stats pipes] With eps, a leaf part costs 4 multiplies and 2 + 4 additions (u's
   // e ∓ ê, then one tree addition per column): the add pipes would be the bottleneck (Zen 4: two
   // 256-bit FADD and two FMUL/FMA pipes). The tree additions of c and z go through add_via_fma
-  // instead, which balances the two kinds (measured: ~0.65 -> ~0.9 of read bandwidth with eps,
-  // bf16, one thread, on the previous tile layout). Same bits either way.
+  // instead, which balances the two kinds. Same bits either way.
   static constexpr bool on_fma_pipe(int c) { return column_of(c) == kC || column_of(c) == kZ; }
 
   // The terms of a row (or a lane-wise sum of rows): one vector per (column slot, part, load of
   // the row), flat, so that every index is a constant once for_each is expanded and GCC keeps
-  // the whole struct in registers (with nested loops over a [5][P][NR] array it kept them on the
-  // stack: 5 GB/s).
+  // the whole struct in registers (with nested loops over a [5][P][NR] array GCC keeps them on
+  // the stack).
   static constexpr int kSlots = NC * P * NR;
   static constexpr int slot(int c, int q, int k) { return (c * P + q) * NR + k; }
   template <typename F, size_t... I>
@@ -245,7 +242,7 @@ struct EpsTile {
   // The row tree of the G rows from element offset i, one lane set after the other: the first
   // reads the rows from memory in address order, the others again from L1. A lane set's partial
   // sums fit in registers; all of them at once (P·NR·NC vectors, 8 zmm a row for bf16 with eps)
-  // did not, and spills held the kernel at ~20 GB/s.
+  // do not, and would spill.
   template <int G, size_t... I>
   static TC_FORCEINLINE Terms group_all(const Inputs& in, int64_t i, std::index_sequence<I...>) {
     Terms t;

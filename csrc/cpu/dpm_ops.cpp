@@ -41,11 +41,10 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   if (c.rows == 0) return p.out;
   const int64_t items = c.rows * c.ntiles;
   // [note: eps_stats partials buffer] The tile partials (0.5 MB for 4096 x 3072 or 64 x 196608)
-  // live in a per-thread buffer kept across calls. A fresh buffer of that size is a fresh mmap
-  // here, and its pages fault in while the tile loop writes them: measured with the same loops
-  // on a fresh mmap per call, 1.3-1.5 ms instead of 0.85 ms for 4096 x 3072 bf16 (a third of the
-  // time). Buffers above 16 MB are not kept. Only the entries of the call's columns are written,
-  // and only those are read.
+  // live in a per-thread buffer kept across calls: a fresh buffer of that size is a fresh mmap,
+  // whose pages fault in while the tile loop writes them, a cost comparable to the loop itself.
+  // Buffers above 16 MB are not kept. Only the entries of the call's columns are written, and
+  // only those are read.
   const size_t n_partials = size_t(items * kStatCols);
   thread_local std::vector<double> kept;
   std::vector<double> fresh;
@@ -54,9 +53,8 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
   double* partials = buffer.data();
   const DpmKernelTable& kt = active_dpm_kernels();
   // 256 K elements a grab: each thread then reads long runs of consecutive tiles, which the
-  // hardware prefetchers follow. With 16 K (the first choice) the two threads' grabs interleaved
-  // in memory and two threads read no faster than one (bf16 64 x 196,608 cold: 15 GB/s on two
-  // threads against 18 on one; 24 GB/s with 256 K grabs).
+  // hardware prefetchers follow; with small grabs the two threads' reads interleave in memory and
+  // two threads read no faster than one.
   const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 18) / c.tile);  // 256 K elements a chunk
   parallel_chunks(items, chunk, c.rows * c.d, [&](int64_t b, int64_t e) { kt.eps_stats_tiles(c, b, e, partials); });
   // Second level of the tree: the tile partials of a row, zero-padded to a power of two.

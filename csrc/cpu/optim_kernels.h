@@ -67,7 +67,11 @@ struct SrWords {
   }
 };
 
-// Loads g; with a GradScaler scale, divides and stores the unscaled value back ([note: GradScaler]).
+// [note: GradScaler]
+// With GradScaler's grad_scale the gradient is divided by it (the correctly rounded quotient)
+// before it enters c or m, and the unscaled value is stored back into .grad, as torch's fused
+// optimizers do: one read and one write of the gradient, and .grad holds what the step used.
+// load_grad loads g, and with a scale divides and stores the quotient back.
 template <typename P, bool kScaled>
 inline __attribute__((always_inline)) typename storage<P>::opmath load_grad(P* grad, int64_t i,
                                                                           typename storage<P>::opmath scale) {

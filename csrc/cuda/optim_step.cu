@@ -1,146 +1,205 @@
-// optim_step.cu — CUDA entry points of tigercore::lion_step_ and tigercore::tiger_step_: check the
-// inputs (step_common.h), plan the multi-tensor launches (mta_plan.h: tensors grouped by kernel
-// instantiation, kernel_key.h), and launch on the current stream under a device guard: Tiger's
-// reduction stages (tiger_rms.cu), the fused updates (lion_update.cu, tiger_update.cu), then one
-// kernel for all step counters (step_counters.cu). No host reads of device values: found_inf,
-// grad_scale and the steps are read by the kernels ([note: kernel scalars]), so a step can be
-// captured in a CUDA graph. Reference: tigercore/reference/optim.py.
+// optim_step.cu — CUDA entry points of tigercore::lion_step_, tiger_step_ and tiger_stats. The host
+// plan (csrc/host/step_plan.h, shared with the CPU entries) checks every input, derives the
+// coefficients and describes the tensors; this file plans the multi-tensor launches (mta_plan.h,
+// [note: stages]) and runs them on the current stream under a device guard: Tiger's reduction
+// stages (tiger_rms.cu), the fused updates (lion_update.cu, tiger_update.cu), then one kernel for
+// the step counters (step_counters.cu). No host reads of device values: lr, found_inf, grad_scale,
+// the steps and Tiger's flags and step sizes are read by the kernels ([note: kernel scalars]), so a
+// step can be captured in a CUDA graph. Reference: tigercore/reference/optim.py.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <numeric>
+#include <tuple>
 #include <vector>
 
-#include "../step_common.h"
+#include "host/step_plan.h"
 #include "launch.cuh"
 
 namespace tigercore {
 namespace cuda {
 namespace {
 
-// GradScaler hands float32 tensors; anything else is converted once (capturable: the caching
-// allocator and a cast kernel on the current stream).
-const float* as_float_ptr(const std::optional<at::Tensor>& t, std::vector<at::Tensor>& keep) {
+using host::StepArgs;
+using host::StepPlan;
+
+// GradScaler hands float32 tensors on the device; anything else is converted once (capturable: the
+// caching allocator and a cast kernel on the current stream). A float32 device tensor is used as
+// is, so a captured graph reads its current value on every replay.
+const float* as_device_float(const std::optional<at::Tensor>& t, const at::Device& device, std::vector<at::Tensor>& keep) {
   if (!t.has_value()) return nullptr;
-  keep.push_back(t->to(at::kFloat).contiguous());
+  keep.push_back(t->to(device, at::kFloat).contiguous());
   return keep.back().data_ptr<float>();
 }
 
-void check_launch(cudaError_t e) { C10_CUDA_CHECK(e); }
-
-void run(const StepInputs& in, Precision mode, const SignStepCall& call) {
-  if (in.params.empty()) return;
-  const c10::cuda::CUDAGuard guard(in.params[0].device());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  std::vector<SignStepCall> calls;
-  std::vector<SignStepTensor> tensors;
-  describe_tensors(in, mode, call, calls, tensors, /*read_steps=*/false);
-  const int32_t n = int32_t(tensors.size());
-  for (const SignStepTensor& t : tensors)
+// Plans and launches the stages of one call ([note: stages]) for the tensors of `plan` on the
+// current stream. d holds the inputs the entry has (device scalars, a caller's eta or flags, the
+// tiger_stats outputs); what is still missing of Tiger's workspace is allocated here.
+void run(const StepPlan& plan, const mta::Stages& st, const std::vector<int64_t*>& steps,
+         const std::vector<double*>& carried, mta::KernelScalars d, const at::Tensor& like,
+         std::vector<at::Tensor>& keep) {
+  for (const StepTensor& t : plan.tensors)
     TORCH_CHECK(mta::update_blocks(t) <= mta::kMaxBlocksPerLaunch, "tigercore: a tensor of ", t.numel,
                 " elements is too large for one launch");
-
-  std::vector<at::Tensor> keep;
-  mta::KernelScalars d = mta::kernel_scalars(call);
-  d.found_inf = as_float_ptr(in.found_inf, keep);
-  d.grad_scale = as_float_ptr(in.grad_scale, keep);
-  const bool tiger = call.algo == Algo::kTiger;
-  const bool needs_eta = tiger && call.tiger_class != TigerClass::kV;
-  const bool needs_reduce = needs_eta || (tiger && call.nonfinite_guard);
-  const mta::WorkspaceLayout ws = mta::workspace_layout(tensors);
-  if (needs_reduce) {
-    at::Tensor w = at::empty({int64_t(ws.bytes())}, in.params[0].options().dtype(at::kByte));
-    keep.push_back(w);
-    uint8_t* base = w.data_ptr<uint8_t>();
-    d.slot_sums = reinterpret_cast<double*>(base);
-    d.eta_rows = reinterpret_cast<double*>(base + ws.eta_offset());
-    d.flags = reinterpret_cast<int32_t*>(base + ws.flags_offset());
-    C10_CUDA_CHECK(cudaMemsetAsync(d.flags, 0, size_t(n) * sizeof(int32_t), stream));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const mta::CallPlan cp = mta::plan_call(plan.tensors, plan.row0, plan.rows, steps, carried, st);
+  d.reduce_sums = st.reduce_sums;
+  d.reduce_flags = st.reduce_flags;
+  if (cp.needs_workspace()) {
+    keep.push_back(at::empty({int64_t(cp.ws.bytes())}, like.options().dtype(at::kByte)));
+    int32_t* zero = mta::use_workspace(cp.ws, keep.back().data_ptr<uint8_t>(), d);
+    if (zero != nullptr) C10_CUDA_CHECK(cudaMemsetAsync(zero, 0, size_t(cp.ws.tensors) * sizeof(int32_t), stream));
   }
-
-  std::vector<mta::MtaTensor> mt;
-  std::vector<int64_t*> steps;
-  for (int32_t i = 0; i < n; ++i) {
-    steps.push_back(in.steps[size_t(i)].data_ptr<int64_t>());
-    mt.push_back(mta::mta_tensor(tensors[size_t(i)], steps.back(), ws.slot0[size_t(i)], ws.row0[size_t(i)], i));
-  }
-  auto packed = [&](const std::vector<int32_t>& order, auto blocks_of) {
-    Launches out;
-    for (const mta::Launch& l : mta::plan_launches(order, [&](int32_t i) { return blocks_of(tensors[size_t(i)]); }))
-      out.push_back(mta::pack_args(l, mt));
-    return out;
-  };
-  const auto groups = mta::group_by<KernelKey>(n, [&](int32_t i) { return kernel_key(calls[size_t(i)]); });
-  if (needs_reduce) {
-    for (const auto& [key, order] : groups)
-      check_launch(launch_tiger_reduce(key, packed(order, mta::update_blocks), call, d, stream));
-    if (needs_eta) {
-      std::vector<int32_t> all(size_t(n), 0);
-      std::iota(all.begin(), all.end(), 0);
-      check_launch(launch_tiger_eta(packed(all, mta::eta_blocks), call, d, stream));
-    }
-  }
-  for (const auto& [key, order] : groups) {
-    const Launches l = packed(order, mta::update_blocks);
-    check_launch(tiger ? launch_update<Algo::kTiger>(key, l, call, d, stream)
-                       : launch_update<Algo::kLion>(key, l, call, d, stream));
-  }
-  check_launch(launch_advance_steps(mta::pack_steps(steps), d.found_inf, stream));
-  // [note: version counters] (step_common.h): whether a parameter moved is decided on the device,
-  // so every tensor the op may have written is bumped.
-  bump_versions(in, std::vector<char>(size_t(n), 1));
+  const StepCall& call = plan.call;
+  for (const mta::KeyedLaunches& k : cp.reduce) C10_CUDA_CHECK(launch_tiger_reduce(k.key, k.launches, call, d, stream));
+  if (!cp.rows.empty()) C10_CUDA_CHECK(launch_tiger_rows(cp.rows, call, d, stream));
+  for (const mta::KeyedLaunches& k : cp.update)
+    C10_CUDA_CHECK(call.hyper.algo == Algo::kTiger ? launch_update<Algo::kTiger>(k.key, k.launches, call, d, stream)
+                                                   : launch_update<Algo::kLion>(k.key, k.launches, call, d, stream));
+  if (!cp.counters.empty()) C10_CUDA_CHECK(launch_counters(cp.counters, d.found_inf, stream));
 }
 
-void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                    at::TensorList aux, at::TensorList steps, double lr, double beta1, double beta2,
+std::vector<int64_t*> step_pointers(at::TensorList steps) {
+  std::vector<int64_t*> out;
+  for (const at::Tensor& s : steps) out.push_back(s.data_ptr<int64_t>());
+  return out;
+}
+
+// The step ops' device inputs: found_inf, grad_scale and a device lr ([note: tensor lr]).
+mta::KernelScalars device_scalars(const StepArgs& in, const StepPlan& plan, std::vector<at::Tensor>& keep) {
+  mta::KernelScalars d{};
+  const at::Device device = in.params[0].device();
+  d.found_inf = as_device_float(in.found_inf, device, keep);
+  d.grad_scale = as_device_float(in.grad_scale, device, keep);
+  d.lr = plan.lr_device;
+  return d;
+}
+
+// [note: version counters] (step_plan.cpp): whether a parameter moved is decided on the device,
+// so every tensor the op may have written is bumped; then the stamps record the new versions.
+void finish(const StepArgs& in) {
+  host::bump_versions(in, std::vector<char>(in.params.size(), 1));
+  host::record_stamps(in.params, in.stamps);
+}
+
+void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
+                    at::TensorList steps, at::TensorList stamps, const at::Tensor& lr, double beta1, double beta2,
                     double weight_decay, bool maximize, c10::string_view precision, int64_t seed,
                     at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
-                    const std::optional<at::Tensor>& found_inf) {
-  StepInputs in{params, grads, exp_avgs, aux, steps, param_ids, grad_scale, found_inf};
-  const Precision mode = parse_precision(precision);
-  check_step_inputs("lion_step_", in, mode, at::kCUDA);
-  check_lion_hyper(lr, beta1, beta2, weight_decay);
-  SignStepCall base{};
-  base.algo = Algo::kLion;
-  base.maximize = maximize;
-  base.lr = lr;
-  base.weight_decay = weight_decay;
-  base.beta1 = beta1;
-  base.beta2 = beta2;
-  base.seed = uint32_t(seed);
-  run(in, mode, base);
+                    const std::optional<at::Tensor>& found_inf, bool compiled) {
+  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, param_ids, lr, grad_scale, found_inf};
+  const Precision mode = host::parse_precision(precision);
+  const StepHyper hyper = host::lion_hyper(beta1, beta2, weight_decay, maximize, seed);
+  const StepPlan plan = host::plan_step("lion_step_", in, hyper, mode, at::kCUDA, /*read_steps=*/false);
+  host::sync_external_writes(params, aux, stamps, {}, mode, compiled);
+  if (!params.empty()) {
+    const c10::cuda::CUDAGuard guard(params[0].device());
+    std::vector<at::Tensor> keep;
+    run(plan, mta::step_stages(hyper, false, false), step_pointers(steps), {}, device_scalars(in, plan, keep),
+        params[0], keep);
+  }
+  finish(in);
 }
 
-void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                     at::TensorList aux, at::TensorList steps, at::TensorList rms_cache, double lr, double beta,
-                     double weight_decay, int64_t grad_accum_steps, c10::string_view tiger_class,
-                     double shrink_ratio, double shrink_center, bool nonfinite_guard,
-                     double rms_floor, bool maximize, c10::string_view precision, int64_t seed,
-                     at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
-                     const std::optional<at::Tensor>& found_inf) {
-  StepInputs in{params, grads, exp_avgs, aux, steps, param_ids, grad_scale, found_inf};
-  const Precision mode = parse_precision(precision);
-  const TigerClass cls = parse_tiger_class(tiger_class);
-  check_step_inputs("tiger_step_", in, mode, at::kCUDA);
-  check_tiger_hyper(lr, beta, weight_decay, grad_accum_steps, shrink_ratio, rms_floor);
-  // [note: Tiger RMS on CUDA] (tiger_rms.cu): the sums are recomputed on the device.
-  TORCH_CHECK(rms_cache.empty(), "tigercore::tiger_step_: rms_cache is not used on CUDA; pass an empty list");
-  SignStepCall base{};
-  base.algo = Algo::kTiger;
-  base.maximize = maximize;
-  base.lr = lr;
-  base.weight_decay = cls == TigerClass::kV ? 0.0 : weight_decay;
-  base.beta = beta;
-  base.grad_accum_steps = grad_accum_steps;
-  base.tiger_class = cls;
-  base.shrink_ratio = shrink_ratio;
-  base.shrink_center = shrink_center;
-  base.rms_floor = rms_floor;
-  base.nonfinite_guard = nonfinite_guard;
-  base.seed = uint32_t(seed);
-  run(in, mode, base);
+void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
+                     at::TensorList steps, at::TensorList stamps, at::TensorList sumsq, const at::Tensor& lr,
+                     double beta, double weight_decay, int64_t grad_accum_steps, c10::string_view tiger_class,
+                     double shrink_ratio, double shrink_center, bool nonfinite_guard, double rms_floor, bool maximize,
+                     c10::string_view precision, int64_t seed, at::IntArrayRef param_ids,
+                     const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                     bool compiled, const std::optional<at::Tensor>& eta, const std::optional<at::Tensor>& nonfinite) {
+  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, param_ids, lr, grad_scale, found_inf};
+  const Precision mode = host::parse_precision(precision);
+  const TigerClass cls = host::parse_tiger_class(tiger_class);
+  const StepHyper hyper = host::tiger_hyper(beta, weight_decay, grad_accum_steps, cls, shrink_ratio, shrink_center,
+                                            nonfinite_guard, rms_floor, maximize, seed);
+  const StepPlan plan = host::plan_step("tiger_step_", in, hyper, mode, at::kCUDA, /*read_steps=*/false);
+  const size_t n = plan.tensors.size();
+  const bool given_eta = eta.has_value() && cls != TigerClass::kV;
+  if (given_eta)
+    TORCH_CHECK(eta->scalar_type() == at::kDouble && eta->numel() == plan.rows && eta->is_contiguous() &&
+                    (n == 0 || eta->device() == params[0].device()),
+                "tigercore::tiger_step_: eta must be a contiguous float64 tensor of ", plan.rows,
+                " step size(s) (one per tensor or row) on the params' device");
+  if (nonfinite.has_value())
+    TORCH_CHECK(nonfinite->scalar_type() == at::kBool && nonfinite->numel() == int64_t(n) &&
+                    nonfinite->is_contiguous() && (n == 0 || nonfinite->device() == params[0].device()),
+                "tigercore::tiger_step_: nonfinite must be a contiguous bool tensor of ", n,
+                " flag(s) (one per tensor) on the params' device");
+  const at::TensorList carried = cls == TigerClass::kV ? at::TensorList() : sumsq;
+  host::sync_external_writes(params, aux, stamps, carried, mode, compiled);
+  if (n > 0) {
+    const c10::cuda::CUDAGuard guard(params[0].device());
+    std::vector<at::Tensor> keep;
+    mta::KernelScalars d = device_scalars(in, plan, keep);
+    if (given_eta) d.eta_rows = const_cast<double*>(eta->data_ptr<double>());  // read only
+    const bool given_flags = nonfinite_guard && nonfinite.has_value();
+    if (given_flags) {
+      keep.push_back(nonfinite->to(at::kInt));  // the kernels' flag type (a cast kernel, no sync)
+      d.flags = keep.back().data_ptr<int32_t>();
+    }
+    std::vector<double*> sums;
+    for (const at::Tensor& s : carried) sums.push_back(s.data_ptr<double>());
+    run(plan, mta::step_stages(hyper, given_eta, given_flags), step_pointers(steps), sums, d, params[0], keep);
+  }
+  finish(in);
+}
+
+// tiger_stats: stage 1 for every tensor (sums and flags), then stage 2 writing each row's sum.
+// Carried sums are checked but not read ([note: Tiger RMS on CUDA]): the sums are fresh.
+std::tuple<at::Tensor, at::Tensor> tiger_stats_cuda(at::TensorList params, at::TensorList grads, at::TensorList aux,
+                                                    at::TensorList sumsq, c10::string_view tiger_class,
+                                                    c10::string_view precision,
+                                                    const std::optional<at::Tensor>& grad_scale) {
+  const Precision mode = host::parse_precision(precision);
+  const TigerClass cls = host::parse_tiger_class(tiger_class);
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n, "tigercore::tiger_stats: params and grads must have the same length, got ", n,
+              ", ", grads.size());
+  host::check_aux("tiger_stats", params, aux, mode);
+  host::check_sumsq("tiger_stats", sumsq, params, cls);
+  const at::Device device = n > 0 ? params[0].device() : at::Device(at::kCPU);
+  StepPlan plan;
+  plan.call = StepCall{};
+  plan.call.hyper.algo = Algo::kTiger;
+  plan.call.hyper.tiger_class = cls;
+  plan.call.hyper.grad_accum_steps = 1;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(p.is_cuda() && p.is_contiguous() && g.sizes() == p.sizes() && g.scalar_type() == p.scalar_type() &&
+                    g.device() == p.device() && g.is_contiguous(),
+                "tigercore::tiger_stats: params[", i, "] and grads[", i,
+                "] must be contiguous tensors on one CUDA device, of one shape and dtype");
+    StepTensor t{};
+    t.param_dtype = host::to_dtype(p.scalar_type());
+    t.momentum_dtype = DType::kFloat32;  // no momentum: only the parameter side of the kernel key matters
+    t.mode = (p.scalar_type() == at::kHalf || p.scalar_type() == at::kBFloat16) ? mode : Precision::kNone;
+    t.param = p.data_ptr();
+    t.grad = g.data_ptr();
+    t.aux = t.mode == Precision::kMaster ? aux[i].data_ptr() : nullptr;
+    t.numel = p.numel();
+    t.row_len = cls == TigerClass::kE && p.dim() >= 1 ? p.size(-1) : p.numel();
+    plan.tensors.push_back(t);
+    plan.row0.push_back(plan.rows);
+    plan.rows += host::rms_rows(p, cls);
+  }
+  if (grad_scale.has_value())
+    TORCH_CHECK(grad_scale->numel() == 1 && at::isFloatingType(grad_scale->scalar_type()),
+                "tigercore::tiger_stats: grad_scale must be a one-element floating tensor");
+  at::Tensor sums = at::zeros({plan.rows}, at::dtype(at::kDouble).device(device));
+  at::Tensor flags = at::zeros({int64_t(n)}, at::dtype(at::kInt).device(device));
+  if (n > 0) {
+    const c10::cuda::CUDAGuard guard(device);
+    std::vector<at::Tensor> keep;
+    mta::KernelScalars d{};
+    d.grad_scale = as_device_float(grad_scale, device, keep);
+    d.stats_sums = sums.data_ptr<double>();
+    d.flags = flags.data_ptr<int32_t>();
+    run(plan, mta::stats_stages(), {}, {}, d, params[0], keep);
+  }
+  return {sums, flags.to(at::kBool)};
 }
 
 }  // namespace
@@ -148,6 +207,7 @@ void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
 TORCH_LIBRARY_IMPL(tigercore, CUDA, m) {
   m.impl("lion_step_", &lion_step_cuda);
   m.impl("tiger_step_", &tiger_step_cuda);
+  m.impl("tiger_stats", &tiger_stats_cuda);
 }
 
 }  // namespace cuda

@@ -1,22 +1,23 @@
-// step_counters.cu — advances every step counter of a call with one small kernel (a launch per
-// kMaxSteps counters), after all update kernels on the same stream; nothing moves when
-// GradScaler's found_inf is set. Spec: shared/spec/optimizers.md §2.8.5 (one counter).
+// step_counters.cu — the last kernel of a step: a block per tensor advances its step counter
+// (nothing moves when GradScaler's found_inf is set) and marks Tiger's carried sums of squares
+// unknown (-1; [note: Tiger RMS on CUDA], tiger_rms.cu), kMaxCounters tensors per launch, after
+// all update kernels on the same stream. Reference: tigercore/reference/optim.py (s_t.add_(1)).
 #include "launch.cuh"
 
 namespace tigercore {
 namespace cuda {
 namespace {
 
-__global__ void advance_steps_kernel(const __grid_constant__ mta::StepArgs a, const float* found_inf) {
-  mta::advance_step(a, found_inf, int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
+__global__ void counters_kernel(const __grid_constant__ mta::CounterArgs a, const float* found_inf) {
+  mta::finish_tensor(a, found_inf, int32_t(blockIdx.x), int(threadIdx.x), mta::kCounterThreads);
 }
 
 }  // namespace
 
-cudaError_t launch_advance_steps(const std::vector<mta::StepArgs>& launches, const float* found_inf,
-                                 cudaStream_t stream) {
-  for (const mta::StepArgs& a : launches) {
-    advance_steps_kernel<<<unsigned((a.n + 127) / 128), 128, 0, stream>>>(a, found_inf);
+cudaError_t launch_counters(const std::vector<mta::CounterArgs>& launches, const float* found_inf,
+                            cudaStream_t stream) {
+  for (const mta::CounterArgs& a : launches) {
+    counters_kernel<<<unsigned(a.n), mta::kCounterThreads, 0, stream>>>(a, found_inf);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }

@@ -44,19 +44,26 @@ TigerClass parse_tiger_class(c10::string_view s) {
   TORCH_CHECK(false, "tigercore: tiger_class must be 'K', 'E' or 'V', got '", std::string(s), "'");
 }
 
+namespace {
+StepHyper hyper_of(Algo algo, bool maximize, int64_t seed, double weight_decay) {
+  StepHyper h{};
+  h.algo = algo;
+  h.maximize = maximize;
+  h.seed = uint32_t(seed);
+  h.grad_accum_steps = 1;
+  h.shrink_ratio = 1.0;
+  h.weight_decay = weight_decay;
+  return h;
+}
+}  // namespace
+
 StepHyper lion_hyper(double beta1, double beta2, double wd, bool maximize, int64_t seed) {
   TORCH_CHECK(beta1 >= 0 && beta1 <= 1 && beta2 >= 0 && beta2 <= 1,
               "tigercore::lion_step_: betas must lie in [0, 1], got (", beta1, ", ", beta2, ")");
   TORCH_CHECK(std::isfinite(wd) && wd >= 0, "tigercore::lion_step_: weight_decay must be finite and >= 0, got ", wd);
-  StepHyper h{};
-  h.algo = Algo::kLion;
-  h.maximize = maximize;
-  h.seed = uint32_t(seed);
+  StepHyper h = hyper_of(Algo::kLion, maximize, seed, wd);
   h.beta1 = beta1;
   h.beta2 = beta2;
-  h.grad_accum_steps = 1;
-  h.shrink_ratio = 1.0;
-  h.weight_decay = wd;
   return h;
 }
 
@@ -69,10 +76,7 @@ StepHyper tiger_hyper(double beta, double wd, int64_t k, TigerClass cls, double 
   TORCH_CHECK(shrink > 0 && shrink <= 1, op, "shrink_ratio must lie in (0, 1], got ", shrink);
   TORCH_CHECK(std::isfinite(centre), op, "shrink_center must be finite, got ", centre);
   TORCH_CHECK(std::isfinite(floor) && floor >= 0, op, "rms_floor must be finite and >= 0, got ", floor);
-  StepHyper h{};
-  h.algo = Algo::kTiger;
-  h.maximize = maximize;
-  h.seed = uint32_t(seed);
+  StepHyper h = hyper_of(Algo::kTiger, maximize, seed, cls == TigerClass::kV ? 0.0 : wd);
   h.beta = beta;
   h.grad_accum_steps = k;
   h.tiger_class = cls;
@@ -80,7 +84,6 @@ StepHyper tiger_hyper(double beta, double wd, int64_t k, TigerClass cls, double 
   h.shrink_center = centre;
   h.rms_floor = floor;
   h.nonfinite_guard = guard;
-  h.weight_decay = cls == TigerClass::kV ? 0.0 : wd;
   return h;
 }
 

@@ -53,12 +53,12 @@ void check_sumsq(const char* op, at::TensorList sumsq, at::TensorList params, Ti
 void check_stamps(const char* op, at::TensorList stamps, at::TensorList params);
 void check_aux(const char* op, at::TensorList params, at::TensorList aux, Precision mode);
 
-// [note: external writes]
+// See [note: external writes] in step_plan.cpp.
 void sync_external_writes(at::TensorList params, at::TensorList aux, at::TensorList stamps, at::TensorList sumsq,
                           Precision mode, bool compiled);
 void record_stamps(at::TensorList params, at::TensorList stamps);
 
-// [note: version counters]
+// See [note: version counters] in step_plan.cpp.
 void bump_versions(const StepArgs& in, const std::vector<char>& params_written);
 
 }  // namespace host

@@ -1,7 +1,7 @@
 // test_math.cpp — unit test of the torch-free element math in csrc/include/tigercore/ (float_bits.h,
-// philox.h, optim_math.h, params.h, dpm_math.h), the same headers the per-ISA CPU kernels and the CUDA kernels
+// philox.h, optim_math.h, step_desc.h, dpm_math.h), the same headers the per-ISA CPU kernels and the CUDA kernels
 // compile. No torch, no test framework: CHECK counts, and main returns non-zero on any failure.
-// Expected values come from shared/spec/optimizers.md §6 and from oracles written here
+// Expected values are known answers (written out below with their inputs) and oracles written here
 // independently of the headers (double arithmetic for rounding, ldexp for decoding).
 // Build and run: ctest (CMakeLists.txt, TIGERCORE_BUILD_TESTS=ON), or by hand
 //   g++ -std=c++20 -O2 -ffp-contract=off -Icsrc/include csrc/tests/test_math.cpp && ./a.out
@@ -18,7 +18,7 @@
 #include "tigercore/dpm_math.h"
 #include "tigercore/float_bits.h"
 #include "tigercore/optim_math.h"
-#include "tigercore/params.h"
+#include "tigercore/step_desc.h"
 #include "tigercore/philox.h"
 #include "test_harness.h"
 
@@ -258,7 +258,7 @@ static void test_philox() {
   r = philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, 0xa4093822, 0x299f31d0);
   CHECK(eq4(r, 0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1), "%08x %08x %08x %08x", r.x, r.y, r.z, r.w);
 
-  // optimizers.md §6: seed 1234, p 0, t 0.
+  // Known answer: seed 1234, p 0, t 0.
   const uint32_t want[8] = {0x2090b348, 0xda7cf0ab, 0x4401906f, 0xcbca470e,
                             0x9eeede35, 0x1cbe137c, 0xfa277093, 0x147edd50};
   r = philox4x32_10({0, 0, 0, 0}, 1234, 0);
@@ -286,7 +286,7 @@ static void test_philox() {
 
 static void test_sr_bf16() {
   std::printf("stochastic rounding to bf16\n");
-  // optimizers.md §6: 1.00390625 is a tie between 1.0 and 1.0078125.
+  // Known answer: 1.00390625 is a tie between 1.0 and 1.0078125.
   const float want[8] = {1.0f, 1.0078125f, 1.0f, 1.0078125f, 1.0078125f, 1.0f, 1.0078125f, 1.0f};
   for (uint64_t i = 0; i < 8; ++i) {
     const uint32_t r = sr_random_word(1234, 0, 0, i);
@@ -326,7 +326,7 @@ static void test_sr_bf16() {
   }
   b.finish(__LINE__);
 
-  // optimizers.md §6: a step of -1e-4 from w = 0.5 gives fp32(0.5 - 1e-4), which rounds down
+  // Known answer: a step of -1e-4 from w = 0.5 gives fp32(0.5 - 1e-4), which rounds down
   // (to 0.498046875) with probability 0.0512; the mean change of w over 10^4 draws is
   // -1e-4 +- 4.3e-6 (1 SE). Assert 4 SE.
   const float x = 0.5f - 1e-4f;
@@ -356,7 +356,7 @@ static void test_sr_fp16() {
   }
   exact.finish(__LINE__);
 
-  // Random x against the rule of optimizers.md §3.4, evaluated in double: lo = x toward zero,
+  // Random x against the stochastic-rounding rule ([note: precision modes]), evaluated in double: lo = x toward zero,
   // hi = the next fp16 away from zero (Inf beyond 65504, spacing 32); hi iff
   // (r >> 8) < 2^24 (|x| - |lo|) / (|hi| - |lo|).
   Bulk rule("fp16 SR rule vs double oracle");
@@ -440,7 +440,7 @@ static bool close(T got, double want, double atol, double rtol = 0) {
 
 template <typename T>
 static void test_lion_vector_t(const char* name, double atol_theta, double rtol_m) {
-  // optimizers.md §6 Lion: lr 0.01, lambda 0.1, betas (0.9, 0.99), theta0 = [1, -2, 0.5, 0], m0 = 0.
+  // Known-answer Lion vector: lr 0.01, lambda 0.1, betas (0.9, 0.99), theta0 = [1, -2, 0.5, 0], m0 = 0.
   // Coefficients are rounded from float64 to T once, as the kernels do.
   const double beta1 = 0.9, beta2 = 0.99, lr = 0.01, wd = 0.1;
   const LionCoeffs<T> k{T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2)};
@@ -457,7 +457,7 @@ static void test_lion_vector_t(const char* name, double atol_theta, double rtol_
             double(m[j]), mom[s][j]);
     }
   }
-  // The direction uses beta1 and the momentum beta2, both on m_{t-1} (§1.1): with m = 1 and
+  // The direction uses beta1 and the momentum beta2, both on m_{t-1}: with m = 1 and
   // g = -10, c = 0.9 - 1 < 0 (theta goes up) while beta2 would give 0.99 - 0.1 > 0.
   T w3 = T(1), m3 = T(1);
   lion_update(w3, m3, T(-10), k, T(lr), T(wd));
@@ -470,16 +470,16 @@ static void test_lion_vector_t(const char* name, double atol_theta, double rtol_
   T w1 = T(0.25), m1 = T(0);
   lion_update(w1, m1, T(-3), k, T(0.125), T(0));
   CHECK(w1 == T(0.375), "%s: lambda = 0 steps by exactly eta", name);
-  // NaN in the direction makes theta NaN (§3.1: no guard for Lion).
+  // NaN in the direction makes theta NaN (Lion has no guard).
   T w2 = T(1), m2 = T(0);
   lion_update(w2, m2, std::numeric_limits<T>::quiet_NaN(), k, T(lr), T(wd));
   CHECK(std::isnan(w2) && std::isnan(m2), "%s: NaN propagates", name);
 }
 
-// optimizers.md §3.2 transcribed literally (explicit fma, one rounding each), compared bitwise
+// The canonical fma order (optim_math.h's header) transcribed literally (explicit fma, one rounding each), compared bitwise
 // on random fp32 inputs: CPU and CUDA kernels agree bitwise only if this order is kept.
 static void test_canonical_fma_order() {
-  Bulk b("lion/tiger fp32 bitwise = §3.2 canonical fma order");
+  Bulk b("lion/tiger fp32 bitwise = canonical fma order");
   Rng rng(3);
   auto rnd = [&](float scale) { return scale * (float(rng.u32() >> 8) / 8388608.0f - 1.0f); };
   for (int n = 0; n < 200000; ++n) {
@@ -511,7 +511,7 @@ static void test_canonical_fma_order() {
 }
 
 static void test_lion() {
-  std::printf("lion_update on the §6 Lion vector\n");
+  std::printf("lion_update on the known-answer Lion vector\n");
   test_lion_vector_t<double>("double", 1e-12, 1e-12);
   test_lion_vector_t<float>("float", 1e-6, 1e-6);
   test_canonical_fma_order();
@@ -519,7 +519,7 @@ static void test_lion() {
 
 template <typename T>
 static void test_tiger_vectors_t(const char* name, double tol) {
-  // optimizers.md §6 Tiger: lr 1e-3, beta 0.965, lambda 0.01, k 1, schedule {0: 1} (alpha = lr).
+  // Known-answer Tiger vectors: lr 1e-3, beta 0.965, lambda 0.01, k 1, schedule {0: 1} (alpha = lr).
   const double lr = 1e-3, beta = 0.965, wd = 0.01;
   const TigerCoeffs<T> k{T(beta), T((1.0 - beta) / 1.0)};
   const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
@@ -608,21 +608,21 @@ static void test_tiger_vectors_t(const char* name, double tol) {
 }
 
 static void test_tiger() {
-  std::printf("tiger_param / tiger_momentum / tiger_shrink on the §6 Tiger vectors\n");
+  std::printf("tiger_param / tiger_momentum / tiger_shrink on the known-answer Tiger vectors\n");
   test_tiger_vectors_t<double>("double", 6e-11);  // the vectors are printed to 10 decimals
   test_tiger_vectors_t<float>("float", 1e-6);
 
-  // Schedule helpers (§2.2) with k = 4: decay on t mod 4 == 0, move on (t + 1) mod 4 == 0.
+  // Schedule helpers with k = 4: decay on t mod 4 == 0, move on (t + 1) mod 4 == 0.
   bool ok = true;
   for (int64_t t = 0; t < 12; ++t)
     ok = ok && tiger_is_first_micro_step(t, 4) == (t % 4 == 0) && tiger_is_update_step(t, 4) == (t % 4 == 3);
   CHECK(ok);
-  // rms_floor and zero RMS (§2.8.3); NaN in theta propagates into eta.
+  // rms_floor and zero RMS; NaN in theta propagates into eta.
   CHECK(tiger_eta_from_sumsq(1e-3, 0.0, 4, 0.0) == 0.0, "zero RMS freezes");
   CHECK(tiger_eta_from_sumsq(1e-3, 0.0, 4, 0.5) == 1e-3 * 0.5, "rms_floor");
   CHECK(tiger_eta_from_sumsq(1e-3, 0.0, 0, 0.0) == 0.0, "empty tensor");
   CHECK(std::isnan(tiger_eta_from_sumsq(1e-3, std::nan(""), 4, 0.5)), "NaN RMS stays NaN");
-  // Accumulation inside the momentum (§2.5): k micro-steps equal one step on the mean gradient.
+  // Accumulation inside the momentum: k micro-steps equal one step on the mean gradient.
   {
     const double beta = 0.965;
     const int kk = 4;
@@ -635,7 +635,7 @@ static void test_tiger() {
   }
 }
 
-// ---- ParamAccess: the precision modes (§3.4, §6 "Low precision") -------------------------------
+// ---- ParamAccess: the precision modes ([note: precision modes], known-answer bf16 runs) -------------------------------
 
 template <Precision kMode, typename P>
 static void lion_steps(P* param, void* aux, int64_t n, int steps, float lr, float wd, uint32_t seed) {
@@ -739,19 +739,32 @@ static void test_precision_modes() {
   }
 }
 
-// ---- params.h -----------------------------------------------------------------------------
+// ---- step_desc.h --------------------------------------------------------------------------
+// The call descriptions are plain data (copied into CUDA kernel arguments), and the coefficients
+// are the float64 values rounded once, with maximize folded into the gradient coefficients.
 
-static void test_params() {
-  std::printf("params.h\n");
-  static_assert(std::is_trivially_copyable_v<SignStepCall> && std::is_standard_layout_v<SignStepCall>);
-  static_assert(std::is_trivially_copyable_v<SignStepTensor> && std::is_standard_layout_v<SignStepTensor>);
+static void test_step_desc() {
+  std::printf("step_desc.h\n");
+  static_assert(std::is_trivially_copyable_v<StepCall> && std::is_standard_layout_v<StepCall>);
+  static_assert(std::is_trivially_copyable_v<StepTensor> && std::is_standard_layout_v<StepTensor>);
   static_assert(std::is_trivially_copyable_v<SrKey> && std::is_trivially_copyable_v<LionCoeffs<float>>);
   CHECK(std::strcmp(dtype_name(DType::kFloat32), "float32") == 0 && std::strcmp(dtype_name(DType::kFloat64), "float64") == 0 &&
         std::strcmp(dtype_name(DType::kFloat16), "float16") == 0 && std::strcmp(dtype_name(DType::kBFloat16), "bfloat16") == 0);
   CHECK(int(Precision::kNone) == 0 && int(Precision::kKahan) == 1 && int(Precision::kStochastic) == 2 &&
         int(Precision::kMaster) == 3);
-  SignStepCall call{};
-  CHECK(call.algo == Algo::kLion && call.precision == Precision::kNone && call.lr == 0.0 && !call.nonfinite_guard);
+  StepHyper h{};
+  h.algo = Algo::kTiger, h.maximize = true, h.beta = 0.965, h.grad_accum_steps = 3, h.weight_decay = 0.01;
+  h.shrink_ratio = 0.99, h.shrink_center = 0.1;
+  const Coefficients c = derive_coefficients(h);
+  const double g = -(1.0 - 0.965) / 3.0;  // maximize: -(1-beta)/k, in float64 first
+  CHECK(c.f64[kTigerGradCoef] == g && c.f32[kTigerGradCoef] == float(g) && c.f32[kTigerBeta] == 0.965f &&
+        c.f32[kWeightDecay] == 0.01f && c.f64[kShrinkCentre] == 0.1 && c.f32[kShrinkRatio] == 0.99f);
+  const TigerStep<float> first = make_tiger_step<float>(c, true), later = make_tiger_step<float>(c, false);
+  CHECK(first.k.b1 == 0.965f && later.k.b1 == 1.0f && first.k.b2 == float(g) && first.wd == 0.01f);
+  h.algo = Algo::kLion, h.beta1 = 0.9, h.beta2 = 0.99, h.maximize = false;
+  const LionStep<double> lion = make_lion_step<double>(derive_coefficients(h), 1e-3);
+  CHECK(lion.k.beta1 == 0.9 && lion.k.one_minus_beta1 == 1.0 - 0.9 && lion.k.one_minus_beta2 == 1.0 - 0.99 &&
+        lion.eta == 1e-3 && lion.wd == 0.01);
 }
 
 // ---- dpm_math.h ---------------------------------------------------------------------------
@@ -927,7 +940,7 @@ int main() {
   test_lion();
   test_tiger();
   test_precision_modes();
-  test_params();
+  test_step_desc();
   test_dpm_math();
   std::printf("test_math: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

@@ -1,10 +1,14 @@
-// test_mta.cpp — the CUDA launch layer, tested on the CPU (no GPU, no torch): the host planning,
-// argument packing and kernel selection (mta_plan.h, kernel_key.h), the call-free arithmetic of
-// the kernels (divides, reciprocal_rn, div_by), and the CUDA block code itself (sign_step_block.h):
-// every block and thread of every launch runs on the CPU and its results are compared bit for bit
-// with the CPU kernels (csrc/cpu/optim_kernels.h) for every dtype, momentum dtype, precision mode,
-// Tiger class, GradScaler and guard case. Build and run: ctest, or by hand
-//   g++ -std=c++20 -O2 -ffp-contract=off -Icsrc/include -Icsrc csrc/tests/test_mta.cpp && ./a.out
+// test_mta.cpp — the CUDA launch layer, tested on the CPU (no GPU, no torch): chunk geometry, launch
+// and stage planning, argument packing and kernel selection (csrc/cuda/mta_plan.h,
+// tigercore/kernel_key.h), the call-free arithmetic of the kernels (divides, reciprocal_rn, div_by),
+// and the CUDA block code itself (csrc/cuda/sign_step_block.h): every block and thread of every
+// planned launch runs on the CPU and its results are compared bit for bit with the CPU kernels
+// (csrc/cpu/optim_kernels.h) for every dtype, momentum dtype, precision mode, Tiger class,
+// GradScaler and guard case, a device lr, caller-given step sizes and flags; tiger_stats' sums and
+// flags are compared with a direct float64 sum and an independent finiteness check. Only CUB's
+// cross-thread sum of stage 1 is replaced (by an in-order sum of the same per-thread parts).
+// Build and run: ctest, or by hand
+//   g++ -std=c++20 -O1 -ffp-contract=off -Icsrc/include -Icsrc csrc/tests/test_mta.cpp && ./a.out
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,9 +20,9 @@
 
 #define TC_ISA cpu_ref  // the CPU kernels, compiled once more here as the reference
 #include "cpu/optim_kernels.h"
+#include "cuda/mta_plan.h"
+#include "cuda/sign_step_block.h"
 #include "tigercore/kernel_key.h"
-#include "tigercore/mta_plan.h"
-#include "tigercore/sign_step_block.h"
 #include "test_harness.h"
 
 using namespace tigercore;
@@ -67,14 +71,20 @@ static void test_geometry() {
 
 // ---- planning and packing -----------------------------------------------------------------------
 
+static StepTensor tensor_of(int64_t numel, int64_t row_len, DType p = DType::kFloat32, DType m = DType::kFloat32,
+                            Precision mode = Precision::kNone) {
+  StepTensor t{};
+  t.numel = numel, t.row_len = row_len, t.param_dtype = p, t.momentum_dtype = m, t.mode = mode;
+  return t;
+}
+
 static void test_plan() {
   std::printf("launch planning and argument packing\n");
-  static_assert(sizeof(MtaArgs) + sizeof(SignStepCall) + sizeof(KernelScalars) <= kMaxKernelArgBytes,
-                "kernel arguments must stay under 4 KB");
   static_assert(std::is_trivially_copyable_v<MtaArgs> && std::is_trivially_copyable_v<KernelScalars> &&
-                std::is_trivially_copyable_v<StepArgs>);
-  std::printf("  sizeof: MtaArgs %zu, SignStepCall %zu, KernelScalars %zu, StepArgs %zu (limit %zu)\n", sizeof(MtaArgs),
-              sizeof(SignStepCall), sizeof(KernelScalars), sizeof(StepArgs), kMaxKernelArgBytes);
+                std::is_trivially_copyable_v<StepCall> && std::is_trivially_copyable_v<CounterArgs>);
+  std::printf("  sizeof: MtaArgs %zu + StepCall %zu + KernelScalars %zu = %zu, CounterArgs %zu (limit %zu)\n",
+              sizeof(MtaArgs), sizeof(StepCall), sizeof(KernelScalars),
+              sizeof(MtaArgs) + sizeof(StepCall) + sizeof(KernelScalars), sizeof(CounterArgs), kMaxKernelArgBytes);
   Rng rng(11);
   Bulk plans("plan_launches: order kept, limits kept, empty tensors dropped");
   Bulk locs("locate_block inverts the packed block_start");
@@ -123,35 +133,130 @@ static void test_plan() {
   locs.finish(__LINE__);
 
   int64_t counters[1000];
-  for (int count : {0, 1, kMaxSteps - 1, kMaxSteps, kMaxSteps + 1, 1000}) {
-    std::vector<int64_t*> ptrs;
-    for (int i = 0; i < count; ++i) ptrs.push_back(&counters[i]);
-    const auto packs = pack_steps(ptrs);
-    bool ok = int(packs.size()) == (count + kMaxSteps - 1) / kMaxSteps;
-    int k = 0;
-    for (const StepArgs& s : packs)
-      for (int32_t i = 0; i < s.n; ++i) ok &= s.step[i] == ptrs[size_t(k++)];
-    CHECK(ok && k == count, "pack_steps(%d)", count);
-  }
+  double sums[1000];
+  for (int count : {0, 1, kMaxCounters - 1, kMaxCounters, kMaxCounters + 1, 1000})
+    for (bool with_sums : {false, true}) {
+      std::vector<int64_t*> ptrs;
+      std::vector<double*> sp;
+      std::vector<int64_t> rows;
+      for (int i = 0; i < count; ++i) {
+        ptrs.push_back(&counters[i]);
+        if (with_sums) sp.push_back(&sums[i]), rows.push_back(i % 7);
+      }
+      const auto packs = pack_counters(ptrs, sp, rows);
+      bool ok = int(packs.size()) == (count + kMaxCounters - 1) / kMaxCounters;
+      int k = 0;
+      for (const CounterArgs& s : packs)
+        for (int32_t i = 0; i < s.n; ++i, ++k)
+          ok &= s.step[i] == ptrs[size_t(k)] && s.sums[i] == (with_sums ? sp[size_t(k)] : nullptr) &&
+                s.rows[i] == (with_sums ? rows[size_t(k)] : 0);
+      CHECK(ok && k == count, "pack_counters(%d, sums %d)", count, int(with_sums));
+    }
 
   const auto groups = group_by<int>(7, [](int32_t i) { return (i * 5) % 3; });
   CHECK(groups.size() == 3 && groups[0].first == 0 && groups[1].first == 2 && groups[2].first == 1 &&
         groups[0].second == std::vector<int32_t>({0, 3, 6}) && groups[1].second == std::vector<int32_t>({1, 4}));
 
-  std::vector<SignStepTensor> ts(3);
-  ts[0].numel = 768 * 10, ts[0].row_len = 768;         // 10 rows, 1 piece each
-  ts[1].numel = 0, ts[1].row_len = 0;                  // empty
-  ts[2].numel = 3 * kChunk + 1, ts[2].row_len = ts[2].numel;  // 1 row, 4 pieces
-  const WorkspaceLayout w = workspace_layout(ts);
-  CHECK(w.slot0 == std::vector<int64_t>({0, 10, 10}) && w.row0 == std::vector<int64_t>({0, 10, 10}) && w.slots == 14 &&
-        w.rows == 11 && w.bytes() == 14 * 8 + 11 * 8 + 3 * 4);
-  CHECK(update_blocks(ts[0]) == 1 && update_blocks(ts[1]) == 0 && update_blocks(ts[2]) == 4 && eta_blocks(ts[0]) == 1);
+  // Tiger E: 10 rows of 768; an empty (3, 0) tensor (3 rows in the plan's layout, no slots); one
+  // row of 3 * kChunk + 1 (4 pieces).
+  std::vector<StepTensor> ts = {tensor_of(768 * 10, 768), tensor_of(0, 0), tensor_of(3 * kChunk + 1, 3 * kChunk + 1)};
+  const WorkspaceLayout w = workspace_layout(ts, {0, 10, 13}, 14);
+  CHECK(w.slot0 == std::vector<int64_t>({0, 10, 10}) && w.row0 == std::vector<int64_t>({0, 10, 13}) &&
+        w.slots == 14 && w.rows == 14 && w.bytes() == 14 * 8 + 14 * 8 + 3 * 4);
+  CHECK(update_blocks(ts[0]) == 1 && update_blocks(ts[1]) == 0 && update_blocks(ts[2]) == 4 && row_blocks(ts[0]) == 1);
 
   alignas(16) static unsigned char buf[64];
   MtaTensor t{{buf, buf + 16, buf + 32, nullptr}, 0, 0, nullptr, 0, 0, 0, 0};
   CHECK(chunk_is_aligned(t, 0, 4) && chunk_is_aligned(t, 8, 8) && !chunk_is_aligned(t, 2, 4));
   t.ptr[3] = buf + 2;
   CHECK(!chunk_is_aligned(t, 0, 4));
+}
+
+// The stages of a call: which launches each input combination plans, and what they cover.
+static void test_stages() {
+  std::printf("stage planning: plan_call / step_stages / stats_stages\n");
+  // 200 tensors (two counter launches): fp32 and bf16 (two kernel instantiations), some empty.
+  std::vector<StepTensor> ts;
+  std::vector<int64_t> row0;
+  int64_t rows = 0;
+  std::vector<int64_t> step(200, 0);
+  std::vector<double> sums(400, 0.0);
+  std::vector<int64_t*> steps;
+  std::vector<double*> carried;
+  for (int i = 0; i < 200; ++i) {
+    const int64_t n = i % 9 == 0 ? 0 : 5 + i;
+    ts.push_back(tensor_of(n, n, i % 2 ? DType::kBFloat16 : DType::kFloat32));
+    row0.push_back(rows);
+    carried.push_back(&sums[size_t(rows)]);
+    rows += 1 + i % 2;  // any row layout: the counters mark each tensor's rows
+    steps.push_back(&step[size_t(i)]);
+  }
+  auto covered = [&](const std::vector<MtaArgs>& launches, std::vector<int>& seen) {
+    for (const MtaArgs& a : launches)
+      for (int32_t j = 0; j < a.n; ++j) {
+        const MtaTensor& t = a.t[j];
+        const StepTensor& s = ts[size_t(t.ordinal)];
+        const bool same = t.numel == s.numel && t.step == steps[size_t(t.ordinal)] && t.row0 == row0[size_t(t.ordinal)];
+        seen[size_t(t.ordinal)] += same ? 1 : 1000;
+      }
+  };
+  auto each_once = [&](const std::vector<int>& seen) {
+    for (size_t i = 0; i < ts.size(); ++i)
+      if (seen[i] != (ts[i].numel > 0 ? 1 : 0)) return false;
+    return true;
+  };
+  StepHyper lion{};
+  lion.algo = Algo::kLion;
+  StepHyper tiger{};
+  tiger.algo = Algo::kTiger, tiger.tiger_class = TigerClass::kK, tiger.nonfinite_guard = true;
+  StepHyper tiger_v = tiger;
+  tiger_v.tiger_class = TigerClass::kV, tiger_v.nonfinite_guard = false;
+
+  const CallPlan pl = plan_call(ts, row0, rows, steps, {}, step_stages(lion, false, false));
+  std::vector<int> seen(ts.size(), 0);
+  for (const KeyedLaunches& k : pl.update) covered(k.launches, seen);
+  bool counters_ok = pl.counters.size() == 2 && pl.counters[0].n == kMaxCounters && pl.counters[1].n == 40;
+  for (const CounterArgs& c : pl.counters)
+    for (int32_t j = 0; j < c.n; ++j) counters_ok &= c.sums[j] == nullptr;
+  CHECK(pl.reduce.empty() && pl.rows.empty() && pl.update.size() == 2 && each_once(seen) && counters_ok &&
+        !pl.needs_workspace(), "Lion: updates of every non-empty tensor once, every counter, no sums");
+
+  const CallPlan pt = plan_call(ts, row0, rows, steps, carried, step_stages(tiger, false, false));
+  std::vector<int> seen_reduce(ts.size(), 0), seen_rows(ts.size(), 0), seen_update(ts.size(), 0);
+  for (const KeyedLaunches& k : pt.reduce) covered(k.launches, seen_reduce);
+  covered(pt.rows, seen_rows);
+  for (const KeyedLaunches& k : pt.update) covered(k.launches, seen_update);
+  bool sums_ok = pt.counters.size() == 2;
+  int k = 0;
+  for (const CounterArgs& c : pt.counters)
+    for (int32_t j = 0; j < c.n; ++j, ++k)
+      sums_ok &= c.step[j] == steps[size_t(k)] && c.sums[j] == carried[size_t(k)] && c.rows[j] == 1 + k % 2;
+  CHECK(pt.reduce.size() == 2 && each_once(seen_reduce) && each_once(seen_rows) && each_once(seen_update) &&
+        sums_ok && k == 200 && pt.needs_workspace(), "Tiger K: stage 1, stage 2, update, counters with sums");
+
+  const Stages given_both = step_stages(tiger, true, true), given_eta = step_stages(tiger, true, false);
+  CHECK(!given_both.reduce_sums && !given_both.reduce_flags && !given_both.rows && given_both.update &&
+        plan_call(ts, row0, rows, steps, carried, given_both).reduce.empty(),
+        "Tiger: a caller's eta and flags skip stages 1 and 2");
+  CHECK(!given_eta.reduce_sums && given_eta.reduce_flags && !given_eta.rows &&
+        plan_call(ts, row0, rows, steps, carried, given_eta).rows.empty(),
+        "Tiger: a caller's eta skips the sums, the guard still reduces its flags");
+  const Stages v = step_stages(tiger_v, false, false);
+  CHECK(!v.reduce_sums && !v.reduce_flags && !v.rows && v.update, "Tiger V without the guard: the update only");
+  StepHyper tiger_vg = tiger_v;
+  tiger_vg.nonfinite_guard = true;
+  const Stages vg = step_stages(tiger_vg, false, false);
+  CHECK(!vg.reduce_sums && vg.reduce_flags, "Tiger V with the guard: flags only");
+
+  const CallPlan ps = plan_call(ts, row0, rows, {}, {}, stats_stages());
+  std::vector<int> seen_stats(ts.size(), 0);
+  for (const KeyedLaunches& kl : ps.reduce) covered(kl.launches, seen_stats);
+  bool no_step = true;
+  for (const KeyedLaunches& kl : ps.reduce)
+    for (const MtaArgs& a : kl.launches)
+      for (int32_t j = 0; j < a.n; ++j) no_step &= a.t[j].step == nullptr;
+  CHECK(ps.update.empty() && ps.counters.empty() && !ps.rows.empty() && no_step,
+        "tiger_stats: stages 1 and 2 only, no step counters");
 }
 
 // ---- kernel selection -------------------------------------------------------------------------
@@ -167,9 +272,7 @@ static void test_kernel_key() {
     for (DType m : dtypes) {
       if (m == DType::kFloat64 && p != DType::kFloat64) continue;
       for (Precision mode : modes) {
-        SignStepCall c{};
-        c.param_dtype = p, c.momentum_dtype = m, c.precision = mode;
-        const KernelKey k = kernel_key(c);
+        const KernelKey k = kernel_key(tensor_of(1, 1, p, m, mode));
         const bool half = p == DType::kFloat16 || p == DType::kBFloat16;
         const DType want_m = p == DType::kFloat64 ? DType::kFloat64 : m;
         bool ok = k.param == p && k.momentum == want_m && k.mode == (half ? mode : Precision::kNone);
@@ -313,9 +416,13 @@ static void fill(Buf& b, DType d, int64_t n, Rng& rng, double scale, double shif
 }
 
 struct Shape {
-  int64_t numel, row_len;  // row_len == numel: one row
+  int64_t numel, row_len;  // row_len == numel: one row (Tiger E: the last dimension)
   size_t misalign;         // elements past a 16-byte boundary
+  int64_t e_rows;          // Tiger E: rows in the plan's layout (a (3, 0) tensor has 3, and no elements)
 };
+
+// What the caller passes to tiger_step_ besides the tensors.
+enum Given : int { kNoneGiven = 0, kGivenEta = 1, kGivenFlags = 2 };
 
 struct Case {
   const char* name;
@@ -327,13 +434,25 @@ struct Case {
   float grad_scale;      // 0: none
   bool found_inf, maximize, guard, nan_grad;
   int steps;
+  bool lr_device;        // lr is a device tensor: StepCall::lr is 0 and the kernels read KernelScalars::lr
+  double rms_floor;
+  bool big_values;       // a gradient of 3e38 (non-finite once unscaled by 0.5), and a momentum near 65504
+  int given;             // Given bits
 };
+
+static bool tiger_e(const Case& c) { return c.algo == Algo::kTiger && c.cls == TigerClass::kE; }
+static bool carries_sums(const Case& c) { return c.algo == Algo::kTiger && c.cls != TigerClass::kV; }
+static int64_t plan_rows(const Case& c, const Shape& s) { return c.algo == Algo::kLion ? 0 : tiger_e(c) ? s.e_rows : 1; }
+
+template <typename S>
+static void put(Buf& b, int64_t i, double v) { storage<S>::store(reinterpret_cast<S*>(b.data), i, typename storage<S>::opmath(v)); }
 
 // One call's tensors and state, built deterministically from a seed (so it can be built twice).
 struct Problem {
   std::vector<Shape> shapes;
   std::vector<Buf> param, grad, mom, aux;
   std::vector<int64_t> step;
+  std::vector<std::vector<double>> sums;  // Tiger K/E: the carried sums (sumsq), a stale 7.0 to start
   Problem(const Case& c, const std::vector<Shape>& sh, uint64_t seed) : shapes(sh) {
     Rng rng(seed);
     const bool has_aux = (c.p == DType::kFloat16 || c.p == DType::kBFloat16) &&
@@ -350,12 +469,16 @@ struct Problem {
       fill(mom[i], c.m, n, rng, 0.1);
       if (has_aux && c.mode == Precision::kKahan) fill(aux[i], c.p, n, rng, 1e-3);
       if (has_aux && c.mode == Precision::kMaster) fill(aux[i], DType::kFloat32, n, rng, 1e-3, 0.0, &param[i], c.p);
-      if (c.nan_grad && i == 1 && n > 3)
-        with_storage(c.p, [&](auto tag) {
-          using S = decltype(tag);
-          storage<S>::store(reinterpret_cast<S*>(grad[i].data), n / 2, typename storage<S>::opmath(NAN));
-        });
+      with_storage(c.p, [&](auto tag) {
+        using P = decltype(tag);
+        if (c.nan_grad && i == 1 && n > 3) put<P>(grad[i], n / 2, NAN);
+        if (c.big_values && i == 2 && n > 3) put<P>(grad[i], 0, 3e38);  // fp16: Inf
+        if (c.big_values && i == 0 && n > 0) put<P>(grad[i], 0, 60000.0);
+      });
+      if (c.big_values && i == 0 && n > 0)  // (1-b) 60000 / 0.5 takes an fp16 momentum past 65504
+        with_storage(c.m, [&](auto tag) { put<decltype(tag)>(mom[i], 0, 65000.0); });
       step.push_back(0);
+      sums.push_back(std::vector<double>(carries_sums(c) ? size_t(plan_rows(c, sh[i])) : 0, 7.0));
     }
   }
   bool same_as(const Problem& o, const char* what_fmt, const char* name) const {
@@ -375,202 +498,249 @@ struct Problem {
   }
 };
 
-static SignStepCall base_call(const Case& c) {
-  SignStepCall b{};
-  b.algo = c.algo;
-  b.precision = c.mode;
-  b.maximize = c.maximize;
-  b.has_grad_scale = c.grad_scale != 0.0f;
-  b.grad_scale = double(c.grad_scale);
-  b.lr = c.algo == Algo::kLion ? 1e-3 : 2e-3;
-  b.weight_decay = c.algo == Algo::kTiger && c.cls == TigerClass::kV ? 0.0 : 0.1;
-  b.beta1 = 0.9, b.beta2 = 0.99, b.beta = 0.965;
-  b.grad_accum_steps = c.k;
-  b.tiger_class = c.cls;
-  b.shrink_ratio = 0.99, b.shrink_center = c.cls == TigerClass::kV ? 1.0 : 0.0;
-  b.rms_floor = 0.0;
-  b.nonfinite_guard = c.guard;
-  b.seed = 1234;
-  return b;
+// The call as host::lion_hyper / tiger_hyper and plan_step (csrc/host/step_plan.cpp) make it.
+static StepCall base_call(const Case& c) {
+  const bool tiger = c.algo == Algo::kTiger;
+  StepHyper h{};
+  h.algo = c.algo;
+  h.maximize = c.maximize;
+  h.seed = 1234;
+  h.beta1 = tiger ? 0.0 : 0.9, h.beta2 = tiger ? 0.0 : 0.99, h.beta = tiger ? 0.965 : 0.0;
+  h.grad_accum_steps = tiger ? c.k : 1;
+  h.tiger_class = c.cls;
+  h.shrink_ratio = tiger ? 0.99 : 1.0, h.shrink_center = tiger && c.cls == TigerClass::kV ? 1.0 : 0.0;
+  h.rms_floor = tiger ? c.rms_floor : 0.0;
+  h.nonfinite_guard = tiger && c.guard;
+  h.weight_decay = tiger && c.cls == TigerClass::kV ? 0.0 : 0.1;
+  StepCall call{};
+  call.hyper = h;
+  call.coef = derive_coefficients(h);
+  call.lr = tiger ? 2e-3 : 1e-3;
+  call.has_grad_scale = c.grad_scale != 0.0f;
+  call.grad_scale = c.grad_scale != 0.0f ? double(c.grad_scale) : 1.0;
+  return call;
 }
 
-// What describe_tensors() (step_common.h) makes of a problem: per-tensor calls and tensors.
-static void describe(const Case& c, Problem& pr, std::vector<SignStepCall>& calls, std::vector<SignStepTensor>& ts) {
-  calls.clear(), ts.clear();
-  const SignStepCall base = base_call(c);
+// The tensor descriptions host::plan_step makes of a problem: StepPlan::tensors, row0 and rows.
+struct Described {
+  std::vector<StepTensor> tensors;
+  std::vector<int64_t> row0;
+  int64_t rows = 0;
+};
+static Described describe(const Case& c, Problem& pr, bool read_steps) {
+  Described out;
+  const bool half = c.p == DType::kFloat16 || c.p == DType::kBFloat16;
   for (size_t i = 0; i < pr.shapes.size(); ++i) {
-    SignStepCall k = base;
-    k.param_dtype = c.p, k.momentum_dtype = c.m;
-    k.precision = (c.p == DType::kFloat16 || c.p == DType::kBFloat16) ? c.mode : Precision::kNone;
-    calls.push_back(k);
-    SignStepTensor t{};
+    StepTensor t{};
+    t.param_dtype = c.p, t.momentum_dtype = c.m, t.mode = half ? c.mode : Precision::kNone;
     t.param = pr.param[i].data, t.grad = pr.grad[i].data, t.exp_avg = pr.mom[i].data;
-    t.aux = pr.aux[i].bytes ? pr.aux[i].data : nullptr;
+    t.aux = (t.mode == Precision::kKahan || t.mode == Precision::kMaster) ? pr.aux[i].data : nullptr;
     t.numel = pr.shapes[i].numel, t.row_len = pr.shapes[i].row_len;
-    t.param_id = uint32_t(7 + i), t.step = pr.step[i], t.update = true;
-    ts.push_back(t);
+    t.param_id = uint32_t(7 + i), t.step = read_steps ? pr.step[i] : 0, t.update = true;
+    out.tensors.push_back(t);
+    out.row0.push_back(out.rows);
+    out.rows += plan_rows(c, pr.shapes[i]);
   }
+  return out;
 }
 
-// Tiger stage 1 on the host: the CUDA kernel's contract (tiger_rms.cu) — per-slot sums of squares
-// of the working copy when the tensor moves, and the guard flag from the unscaled gradients — with
-// plain sequential sums (the GPU adds with CUB trees; any order gives the same fp64 sums here up
-// to rounding, and the comparison below uses the same eta on both sides).
-static void host_stage1(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block, DType p,
-                        bool master) {
-  if (step_skipped(d)) return;
-  const BlockLoc loc = locate_block(a, block);
-  const MtaTensor& t = a.t[loc.tensor];
-  const bool want_sum = call.tiger_class != TigerClass::kV && tiger_moves(*t.step, call.grad_accum_steps);
-  const Span s = span_of(t.numel, t.row_len, loc.chunk);
-  with_storage(p, [&](auto tag) {
-    using P = decltype(tag);
-    using G = typename storage<P>::opmath;
-    const GradIn<G> unscale(d.grad_scale);
-    bool bad = false;
-    for (int32_t r = 0; r < s.nrows; ++r) {
-      double sum = 0.0;
-      for (int64_t i = s.start + int64_t(r) * s.rlen; i < s.start + int64_t(r + 1) * s.rlen; ++i) {
-        const double x = master ? double(static_cast<const float*>(t.ptr[3])[i])
-                                : double(storage<P>::load(static_cast<const P*>(t.ptr[0]), i));
-        sum += x * x;
-        const G g = storage<P>::load(static_cast<const P*>(t.ptr[1]), i);
-        bad |= !is_finite_bits(unscale.scaled() ? unscale.unscale(g) : g);
-      }
-      if (want_sum) d.slot_sums[t.slot0 + s.slot + r] = sum;
-    }
-    if (call.nonfinite_guard && bad) d.flags[t.ordinal] = 1;
-  });
+// A caller's inputs: step sizes (distinct per row, unlike anything the call would compute) and
+// flags (tensors 0 and 1: tensor 0's gradient is finite, tensor 1 holds the NaN when there is one).
+static std::vector<double> caller_eta(int64_t rows) {
+  std::vector<double> e(size_t(rows) + 1);
+  for (int64_t r = 0; r <= rows; ++r) e[size_t(r)] = 1e-3 * (1.0 + double(r % 5) / 4.0);
+  return e;
 }
+static std::vector<int32_t> caller_flags(const Case& c, size_t n) {
+  std::vector<int32_t> f(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) f[i] = !c.guard || i < 2;  // guard off: all set, and all ignored
+  return f;
+}
+static bool uses_given_eta(const Case& c) { return (c.given & kGivenEta) && c.algo == Algo::kTiger && c.cls != TigerClass::kV; }
+static bool uses_given_flags(const Case& c) { return (c.given & kGivenFlags) && c.algo == Algo::kTiger && c.guard; }
 
 struct Coverage {
-  long long aligned_chunks = 0, scalar_chunks = 0, launches = 0, multi_launch_calls = 0;
+  long long aligned_chunks = 0, scalar_chunks = 0, launches = 0, multi_launch_calls = 0, warp_slots = 0,
+            block_slots = 0;
 };
 
-// One step of the CUDA launch layer, emulated: the plan of optim_step.cu's run(), then every block
-// and thread of every launch.
-static void emulated_step(const Case& c, Problem& pr, Coverage& cov, std::vector<double>& eta_out,
-                          std::vector<int32_t>& flags_out) {
-  std::vector<SignStepCall> calls;
-  std::vector<SignStepTensor> ts;
-  describe(c, pr, calls, ts);
-  const SignStepCall call = base_call(c);
-  const int32_t n = int32_t(ts.size());
-  const float found_inf = c.found_inf ? 1.0f : 0.0f, grad_scale = c.grad_scale;
-  KernelScalars d = kernel_scalars(call);
-  d.found_inf = &found_inf;
-  d.grad_scale = c.grad_scale != 0.0f ? &grad_scale : nullptr;
-  const WorkspaceLayout ws = workspace_layout(ts);
-  std::vector<double> sums(size_t(ws.slots) + 1, std::nan("")), eta(size_t(ws.rows) + 1, std::nan(""));
-  std::vector<int32_t> flags(size_t(n) + 1, 0);  // cudaMemsetAsync
-  d.slot_sums = sums.data(), d.eta_rows = eta.data(), d.flags = flags.data();
-  std::vector<MtaTensor> mt;
-  std::vector<int64_t*> steps;
-  for (int32_t i = 0; i < n; ++i) {
-    steps.push_back(&pr.step[size_t(i)]);
-    mt.push_back(mta_tensor(ts[size_t(i)], steps.back(), ws.slot0[size_t(i)], ws.row0[size_t(i)], i));
-  }
-  auto packed = [&](const std::vector<int32_t>& order, auto blocks_of) {
-    std::vector<MtaArgs> out;
-    for (const Launch& l : plan_launches(order, [&](int32_t i) { return blocks_of(ts[size_t(i)]); }))
-      out.push_back(pack_args(l, mt));
-    cov.launches += int64_t(out.size());
-    cov.multi_launch_calls += out.size() > 1;
-    return out;
-  };
-  auto blocks = [](const MtaArgs& a) { return int64_t(a.block_start[a.n]); };
-  const auto groups = group_by<KernelKey>(n, [&](int32_t i) { return kernel_key(calls[size_t(i)]); });
-  const bool tiger = call.algo == Algo::kTiger;
-  const bool needs_eta = tiger && call.tiger_class != TigerClass::kV;
-  if (needs_eta || (tiger && call.nonfinite_guard)) {
-    for (const auto& [key, order] : groups)
-      for (const MtaArgs& a : packed(order, update_blocks))
-        for (int64_t b = 0; b < blocks(a); ++b) host_stage1(a, call, d, b, key.param, key.mode == Precision::kMaster);
-    if (needs_eta) {
-      std::vector<int32_t> all;
-      for (int32_t i = 0; i < n; ++i) all.push_back(i);
-      for (const MtaArgs& a : packed(all, eta_blocks))
-        for (int64_t b = 0; b < blocks(a); ++b)
-          for (int tid = 0; tid < kBlockSize; ++tid) tiger_eta_block(a, call, d, b, tid, kBlockSize);
+// Stage 1 of one launch group: the kernel's per-thread parts (SlotPart, sign_step_block.h) with the
+// thread layout of tiger_reduce_kernel (a warp per slot-row when a chunk has >= 8 rows, else the
+// block), and the parts added in thread order where the kernel uses CUB's tree.
+static void emulate_reduce(const KeyedLaunches& kl, const StepCall& call, const KernelScalars& d, Coverage& cov) {
+  const bool master = kl.key.mode == Precision::kMaster;
+  constexpr int kWarps = kBlockSize / 32;
+  for (const MtaArgs& a : kl.launches)
+    for (int64_t b = 0; b < a.block_start[a.n]; ++b) {
+      if (step_skipped(d)) continue;
+      const ReduceJob job = reduce_job(a, call, d, b);
+      if (!job.want_sum && !job.want_flag) continue;
+      const Span& s = job.s;
+      bool bad = false;
+      auto run = [&](auto part) {
+        const bool warps = s.nrows >= kWarps;
+        const int threads = warps ? 32 : kBlockSize;
+        for (int32_t r = 0; r < s.nrows; ++r) {
+          std::vector<double> parts(size_t(threads), 0.0);
+          for (int tid = 0; tid < threads; ++tid)
+            part.add(r * s.rlen + tid, (r + 1) * s.rlen, threads, d.grad_scale, parts[size_t(tid)], bad);
+          double total = 0.0;
+          for (double x : parts) total += x;
+          if (job.want_sum) d.slot_sums[job.t->slot0 + s.slot + r] = total;
+          (warps ? cov.warp_slots : cov.block_slots) += 1;
+        }
+      };
+      with_storage(kl.key.param, [&](auto tag) {
+        using P = decltype(tag);
+        if (master) run(slot_part<float, P>(job, true));
+        else run(slot_part<P, P>(job, false));
+      });
+      if (job.want_flag && bad) d.flags[job.t->ordinal] |= 1;
     }
-  }
-  for (const auto& [key, order] : groups)
-    dispatch_key(key, [&](auto pt, auto mt_, auto md) {
+}
+
+// Every block and thread of every launch of a plan, stage by stage, as optim_step.cu's run()
+// launches them on one stream.
+static void emulate_plan(const CallPlan& cp, const StepCall& call, const KernelScalars& d, Coverage& cov) {
+  auto blocks = [](const MtaArgs& a) { return int64_t(a.block_start[a.n]); };
+  auto count = [&](size_t launches) {
+    cov.launches += int64_t(launches);
+    cov.multi_launch_calls += launches > 1;
+  };
+  for (const KeyedLaunches& kl : cp.reduce) emulate_reduce(kl, call, d, cov), count(kl.launches.size());
+  for (const MtaArgs& a : cp.rows)
+    for (int64_t b = 0; b < blocks(a); ++b)
+      for (int tid = 0; tid < kBlockSize; ++tid) tiger_rows_block(a, call, d, b, tid, kBlockSize);
+  for (const KeyedLaunches& kl : cp.update) {
+    count(kl.launches.size());
+    dispatch_key(kl.key, [&](auto pt, auto mt_, auto md) {
       using P = decltype(pt);
       using M = decltype(mt_);
       constexpr Precision kMode = decltype(md)::value;
-      for (const MtaArgs& a : packed(order, update_blocks))
+      for (const MtaArgs& a : kl.launches)
         for (int64_t b = 0; b < blocks(a); ++b) {
           (Block<P, M, kMode>(a, call, b).aligned ? cov.aligned_chunks : cov.scalar_chunks) += 1;
           for (int tid = 0; tid < kBlockSize; ++tid) {
-            if (tiger) tiger_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
+            if (call.hyper.algo == Algo::kTiger) tiger_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
             else lion_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
           }
         }
     });
-  for (const StepArgs& a : pack_steps(steps))
-    for (int64_t i = 0; i < a.n; ++i) advance_step(a, d.found_inf, i);
-  eta_out = eta;
-  flags_out = flags;
+  }
+  for (const CounterArgs& a : cp.counters)
+    for (int32_t j = 0; j < a.n; ++j)
+      for (int tid = 0; tid < kCounterThreads; ++tid) finish_tensor(a, d.found_inf, j, tid, kCounterThreads);
 }
 
-// The same step with the CPU kernels, given the step sizes the emulated stage 2 produced (checked
-// against a direct computation separately), and the guard flags from the CPU's own check.
-static bool reference_step(const Case& c, Problem& pr, const std::vector<double>& eta, const std::vector<int32_t>& flags) {
-  if (c.found_inf) return true;  // nothing moves, not even the step
-  std::vector<SignStepCall> calls;
-  std::vector<SignStepTensor> ts;
-  describe(c, pr, calls, ts);
-  const WorkspaceLayout ws = workspace_layout(ts);
-  bool flags_ok = true;
-  for (size_t i = 0; i < ts.size(); ++i) {
-    SignStepTensor& t = ts[i];
-    const SignStepCall& k = calls[i];
-    if (t.numel == 0) {
-      ++pr.step[i];
-      continue;
+// A workspace as the entry allocates it: uninitialised (here: all bits set, so doubles are NaN and
+// flags read as fired unless zeroed), with the flags zeroed when the call computes them.
+struct Workspace {
+  std::vector<double> mem;
+  void attach(const CallPlan& cp, KernelScalars& d) {
+    if (!cp.needs_workspace()) return;
+    mem.assign(cp.ws.bytes() / sizeof(double) + 1, 0.0);
+    std::memset(mem.data(), 0xFF, mem.size() * sizeof(double));
+    int32_t* zero = use_workspace(cp.ws, reinterpret_cast<unsigned char*>(mem.data()), d);
+    if (zero != nullptr) std::memset(zero, 0, size_t(cp.ws.tensors) * sizeof(int32_t));
+  }
+};
+
+struct StepOut {
+  std::vector<double> eta;     // the step sizes the update read (stage 2's, or the caller's)
+  std::vector<int32_t> flags;  // the guard flags the update read
+  bool sums_unknown = true;    // every carried sum is -1 after the step
+};
+
+// One step of the CUDA launch layer, emulated: optim_step.cu's entry (stages, device inputs,
+// workspace), then every block and thread of every launch.
+static StepOut emulated_step(const Case& c, Problem& pr, Coverage& cov) {
+  const Described ds = describe(c, pr, /*read_steps=*/false);
+  StepCall call = base_call(c);
+  const double lr = call.lr;
+  if (c.lr_device) call.lr = 0.0;  // as plan_step: the value lives on the device
+  const float found_inf = c.found_inf ? 1.0f : 0.0f, grad_scale = c.grad_scale;
+  KernelScalars d{};
+  d.found_inf = &found_inf;
+  d.grad_scale = c.grad_scale != 0.0f ? &grad_scale : nullptr;
+  d.lr = c.lr_device ? &lr : nullptr;
+  std::vector<double> eta = caller_eta(ds.rows);
+  std::vector<int32_t> flags = caller_flags(c, ds.tensors.size());
+  if (uses_given_eta(c)) d.eta_rows = eta.data();
+  if (uses_given_flags(c)) d.flags = flags.data();
+  std::vector<int64_t*> steps;
+  std::vector<double*> carried;
+  for (size_t i = 0; i < ds.tensors.size(); ++i) {
+    steps.push_back(&pr.step[i]);
+    if (carries_sums(c)) carried.push_back(pr.sums[i].data());
+  }
+  const Stages st = step_stages(call.hyper, uses_given_eta(c), uses_given_flags(c));
+  const CallPlan cp = plan_call(ds.tensors, ds.row0, ds.rows, steps, carried, st);
+  d.reduce_sums = st.reduce_sums, d.reduce_flags = st.reduce_flags;
+  Workspace ws;
+  ws.attach(cp, d);
+  emulate_plan(cp, call, d, cov);
+  StepOut out;
+  if (d.eta_rows != nullptr) out.eta.assign(d.eta_rows, d.eta_rows + ds.rows);
+  if (d.flags != nullptr) out.flags.assign(d.flags, d.flags + ds.tensors.size());
+  for (const auto& s : pr.sums)
+    for (double v : s) out.sums_unknown &= v == -1.0;
+  return out;
+}
+
+// The same step with the CPU kernels (csrc/cpu/optim_kernels.h) as optim_ops.cpp drives them, given
+// the step sizes the CUDA update read (stage 2's are checked against a direct computation by
+// etas_match). Returns whether each tensor's guard fired (the caller's flag, or the CPU's check).
+static std::vector<char> reference_step(const Case& c, Problem& pr, const std::vector<double>& eta) {
+  std::vector<char> fired(pr.shapes.size(), 0);
+  if (c.found_inf) return fired;  // nothing moves, not even the step
+  Described ds = describe(c, pr, /*read_steps=*/true);
+  const StepCall call = base_call(c);
+  const std::vector<int32_t> given = caller_flags(c, ds.tensors.size());
+  const std::vector<double> given_eta = caller_eta(ds.rows);
+  for (size_t i = 0; i < ds.tensors.size(); ++i) {
+    StepTensor& t = ds.tensors[i];
+    if (c.algo == Algo::kTiger) {
+      t.update = tiger_is_update_step(t.step, call.hyper.grad_accum_steps);
+      fired[i] = uses_given_flags(c) ? given[i] != 0
+                                     : !cpu::cpu_ref::all_finite(t.param_dtype, t.grad, 0, t.numel,
+                                                                 call.has_grad_scale, call.grad_scale);
+      t.shrink = call.hyper.nonfinite_guard && fired[i];
+      const double* e = uses_given_eta(c) ? given_eta.data() : eta.data();
+      if (c.cls == TigerClass::kV) t.eta = 0.5 * call.lr;
+      else if (t.numel > 0 && c.cls == TigerClass::kK) t.eta = e[ds.row0[i]];
+      else if (t.numel > 0) t.eta_rows = e + ds.row0[i];
+      if (t.numel > 0) cpu::cpu_ref::sign_step(call, t, 0, t.numel, nullptr);
+    } else if (t.numel > 0) {
+      cpu::cpu_ref::sign_step(call, t, 0, t.numel, nullptr);
     }
-    if (c.algo == Algo::kLion) {
-      t.eta = k.lr;
-    } else {
-      t.update = tiger_is_update_step(t.step, k.grad_accum_steps);
-      t.shrink = k.nonfinite_guard &&
-                 !cpu::cpu_ref::all_finite(k.param_dtype, t.grad, 0, t.numel, k.has_grad_scale, k.grad_scale);
-      flags_ok &= !k.nonfinite_guard || t.shrink == (flags[i] != 0);
-      if (k.tiger_class == TigerClass::kV) t.eta = 0.5 * k.lr;
-      else if (k.tiger_class == TigerClass::kK) t.eta = eta[size_t(ws.row0[i])];
-      else t.eta_rows = &eta[size_t(ws.row0[i])];
-    }
-    cpu::cpu_ref::sign_step(k, t, 0, t.numel, nullptr);
     ++pr.step[i];
   }
-  return flags_ok;
+  return fired;
 }
 
-// Stage 2's step sizes against sums computed directly over each row (sequential, fp64).
-static bool etas_match(const Case& c, Problem& before, const std::vector<double>& eta) {
-  if (c.algo != Algo::kTiger || c.cls == TigerClass::kV || c.found_inf) return true;
-  std::vector<SignStepCall> calls;
-  std::vector<SignStepTensor> ts;
-  describe(c, before, calls, ts);
-  const WorkspaceLayout ws = workspace_layout(ts);
-  for (size_t i = 0; i < ts.size(); ++i) {
-    const SignStepTensor& t = ts[i];
-    if (!tiger_is_update_step(t.step, c.k)) continue;
+// Stage 2's step sizes against sums computed directly over each row (sequential, fp64), for every
+// tensor that moves; the floor and the (possibly device) lr included.
+static bool etas_match(const Case& c, Problem& before, const std::vector<double>& eta, const std::vector<char>& fired) {
+  if (c.algo != Algo::kTiger || c.cls == TigerClass::kV || c.found_inf || uses_given_eta(c)) return true;
+  const Described ds = describe(c, before, /*read_steps=*/true);
+  const StepCall call = base_call(c);
+  for (size_t i = 0; i < ds.tensors.size(); ++i) {
+    const StepTensor& t = ds.tensors[i];
+    if (!tiger_is_update_step(t.step, c.k) || (c.guard && fired[i])) continue;
     const Grid g = grid_of(t.numel, t.row_len);
-    const bool master = calls[i].precision == Precision::kMaster;
+    const bool master = t.mode == Precision::kMaster;
     for (int64_t r = 0; r < g.rows; ++r) {
       double s = 0.0;
-      for (int64_t j = r * t.row_len; j < (r + 1) * t.row_len; ++j)
-        with_storage(master ? DType::kFloat32 : c.p, [&](auto tag) {
-          using S = decltype(tag);
+      with_storage(master ? DType::kFloat32 : c.p, [&](auto tag) {
+        using S = decltype(tag);
+        for (int64_t j = r * t.row_len; j < (r + 1) * t.row_len; ++j) {
           const double x = double(storage<S>::load(static_cast<const S*>(master ? t.aux : t.param), j));
           s += x * x;
-        });
-      const double want = tiger_eta_from_sumsq(calls[i].lr, s, t.row_len, calls[i].rms_floor);
-      const double got = eta[size_t(ws.row0[i] + r)];
-      const bool skipped = c.guard && std::isnan(got);  // the guard fired: no eta needed
-      if (!skipped && !(std::fabs(got - want) <= 1e-12 * std::fabs(want))) return false;
+        }
+      });
+      const double want = tiger_eta_from_sumsq(call.lr, s, t.row_len, c.rms_floor);
+      const double got = eta[size_t(ds.row0[i] + r)];
+      if (!(std::fabs(got - want) <= 1e-12 * std::fabs(want))) return false;
     }
   }
   return true;
@@ -579,90 +749,199 @@ static bool etas_match(const Case& c, Problem& before, const std::vector<double>
 static std::vector<Shape> shapes_for(const Case& c) {
   const size_t mis = 1;  // one element past a 16-byte boundary
   std::vector<Shape> s;
-  if (c.algo == Algo::kTiger && c.cls == TigerClass::kE) {
-    s = {{768 * 90, 768, 0}, {7 * 100, 7, 0}, {2 * 70001, 70001, 0}, {64 * 33, 64, mis}, {16, 16, 0}, {0, 0, 0}};
+  if (tiger_e(c)) {
+    // (3, 0): no elements but 3 rows in the plan's layout, so the rows after it are offset by 3
+    s = {{768 * 90, 768, 0, 90}, {7 * 100, 7, 0, 100}, {2 * 70001, 70001, 0, 2}, {0, 0, 0, 3},
+         {64 * 33, 64, mis, 33}, {16, 16, 0, 1}, {0, 0, 0, 0}};
   } else {
-    s = {{1, 1, 0}, {7, 7, 0}, {4097, 4097, 0}, {2 * kChunk + 3, 2 * kChunk + 3, 0}, {1001, 1001, mis}, {0, 0, 0}};
-    for (int i = 0; i < 45; ++i) s.push_back({3 + i % 9, 3 + i % 9, i % 4 == 0 ? mis : 0});  // > kMaxTensors
+    s = {{1, 1, 0, 1}, {7, 7, 0, 1}, {4097, 4097, 0, 1}, {2 * kChunk + 3, 2 * kChunk + 3, 0, 1},
+         {1001, 1001, mis, 1}, {0, 0, 0, 1}};
+    for (int i = 0; i < 45; ++i) s.push_back({3 + i % 9, 3 + i % 9, i % 4 == 0 ? mis : 0, 1});  // > kMaxTensors
   }
   return s;
 }
 
+struct AlgoCase {
+  const char* name;
+  Algo algo;
+  TigerClass cls;
+};
+static const AlgoCase kAlgos[] = {{"lion", Algo::kLion, TigerClass::kK}, {"tigerK", Algo::kTiger, TigerClass::kK},
+                                  {"tigerE", Algo::kTiger, TigerClass::kE}, {"tigerV", Algo::kTiger, TigerClass::kV}};
+static const DType kDtypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16};
+static const Precision kModes[] = {Precision::kNone, Precision::kKahan, Precision::kStochastic, Precision::kMaster};
+
 static void test_blocks_against_cpu() {
   std::printf("CUDA block code run on the CPU vs the CPU kernels (bitwise)\n");
-  const DType dtypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16};
-  const Precision modes[] = {Precision::kNone, Precision::kKahan, Precision::kStochastic, Precision::kMaster};
-  struct Algo_ {
-    const char* name;
-    Algo algo;
-    TigerClass cls;
-  } algos[] = {{"lion", Algo::kLion, TigerClass::kK}, {"tigerK", Algo::kTiger, TigerClass::kK},
-               {"tigerE", Algo::kTiger, TigerClass::kE}, {"tigerV", Algo::kTiger, TigerClass::kV}};
   Bulk same("updated param/grad/momentum/aux/step identical to the CPU kernels");
   Bulk flags("guard flags identical to the CPU's check");
-  Bulk etas("stage-2 step sizes equal direct per-row RMS");
+  Bulk etas("stage-2 step sizes equal direct per-row RMS (device lr, rms_floor)");
+  Bulk sums("carried sums marked unknown (-1) after every CUDA step");
   Coverage cov;
-  int combos = 0;
-  for (const Algo_& al : algos)
-    for (DType p : dtypes)
-      for (DType m : dtypes) {
+  int combos = 0, cases = 0;
+  for (const AlgoCase& al : kAlgos)
+    for (DType p : kDtypes)
+      for (DType m : kDtypes) {
         if ((m == DType::kFloat64) != (p == DType::kFloat64)) continue;
-        for (Precision mode : modes) {
+        for (Precision mode : kModes) {
           const bool half = p == DType::kFloat16 || p == DType::kBFloat16;
           if (!half && mode != Precision::kNone) continue;
           ++combos;
-          // variants: plain; GradScaler (power of two) + maximize; GradScaler (1000) + guard + NaN +
-          // accumulation (k = 2: a momentum-only step, then an update); found_inf (nothing moves).
-          const Case variants[] = {
-              {al.name, al.algo, al.cls, p, m, mode, 1, 0.0f, false, false, false, false, 2},
-              {al.name, al.algo, al.cls, p, m, mode, 1, 1024.0f, false, true, true, false, 2},
-              {al.name, al.algo, al.cls, p, m, mode, 2, 1000.0f, false, false, true, true, 2},
-              {al.name, al.algo, al.cls, p, m, mode, 1, 65536.0f, true, false, true, true, 1},
+          const bool tiger = al.algo == Algo::kTiger;
+          const Case base{al.name, al.algo, al.cls, p, m, mode, 1, 0.0f, false, false, false, false, 2, false, 0.0,
+                          false, kNoneGiven};
+          std::vector<Case> variants;
+          auto add = [&](auto edit) {
+            Case c = base;
+            edit(c);
+            variants.push_back(c);
           };
+          add([](Case&) {});  // plain
+          add([](Case& c) { c.grad_scale = 1024.0f, c.maximize = true, c.guard = true; });
+          // GradScaler 1000, guard with a NaN, accumulation (k = 2: a momentum-only step, then an update)
+          add([&](Case& c) { c.k = 2, c.grad_scale = 1000.0f, c.guard = true, c.nan_grad = tiger; });
+          add([&](Case& c) { c.grad_scale = 65536.0f, c.found_inf = true, c.guard = true, c.nan_grad = tiger, c.steps = 1; });
+          // lr on the device, a floor above the RMS, unscaling by 0.5 to Inf, fp16 momentum saturation
+          add([&](Case& c) { c.grad_scale = 0.5f, c.guard = true, c.lr_device = true, c.rms_floor = 0.6, c.big_values = true; });
+          if (tiger) {
+            add([](Case& c) { c.grad_scale = 1000.0f, c.guard = true, c.nan_grad = true, c.given = kGivenEta | kGivenFlags; });
+            add([](Case& c) { c.given = kGivenEta | kGivenFlags, c.steps = 1; });  // guard off: flags ignored
+            add([](Case& c) { c.k = 2, c.guard = true, c.nan_grad = true, c.lr_device = true, c.given = kGivenEta; });
+            add([](Case& c) { c.guard = true, c.nan_grad = true, c.given = kGivenFlags; });
+          }
           for (const Case& c : variants) {
-            if (c.nan_grad && c.algo == Algo::kLion) continue;  // Lion propagates NaN; covered by grad NaN in tiger
+            ++cases;
             const auto shapes = shapes_for(c);
-            const uint64_t seed = 1000 + uint64_t(combos) * 16 + uint64_t(&c - variants);
+            const uint64_t seed = 1000 + uint64_t(cases);
             Problem emu(c, shapes, seed), ref(c, shapes, seed), before(c, shapes, seed);
-            bool ok = true, fok = true, eok = true;
+            bool ok = true, fok = true, eok = true, sok = true;
             for (int s = 0; s < c.steps; ++s) {
-              std::vector<double> eta;
-              std::vector<int32_t> fl;
-              emulated_step(c, emu, cov, eta, fl);
-              eok &= etas_match(c, before, eta);
-              fok &= reference_step(c, ref, eta, fl);
+              const StepOut out = emulated_step(c, emu, cov);
+              const std::vector<char> fired = reference_step(c, ref, out.eta);
+              eok &= etas_match(c, before, out.eta, fired);
+              if (c.guard && c.algo == Algo::kTiger && !c.found_inf)
+                for (size_t i = 0; i < fired.size(); ++i) fok &= (out.flags[i] != 0) == (fired[i] != 0);
+              sok &= out.sums_unknown;
               ok &= emu.same_as(ref, "    %s: tensor %zu array %d differs at byte %zu\n", c.name);
-              // keep `before` in step with the reference for the next step's direct RMS
-              std::vector<int32_t> unused;
-              reference_step(c, before, eta, fl);
+              reference_step(c, before, out.eta);  // `before` follows, for the next step's direct RMS
             }
             auto note = [&](Bulk& b, bool good) {
               if (good) b.ok();
               else if (b.report())
-                std::printf("    %s %s/%s mode %d k %lld scale %g found_inf %d guard %d\n", c.name, dtype_name(c.p),
-                            dtype_name(c.m), int(c.mode), (long long)c.k, double(c.grad_scale), c.found_inf, c.guard);
+                std::printf("    %s %s/%s mode %d k %lld scale %g found_inf %d guard %d lr_device %d given %d\n", c.name,
+                            dtype_name(c.p), dtype_name(c.m), int(c.mode), (long long)c.k, double(c.grad_scale),
+                            c.found_inf, c.guard, c.lr_device, c.given);
             };
             note(same, ok);
             note(flags, fok);
             note(etas, eok);
+            note(sums, sok);
           }
         }
       }
   same.finish(__LINE__);
   flags.finish(__LINE__);
   etas.finish(__LINE__);
-  std::printf("  %d (algo, dtype, momentum, mode) combinations; %lld vector-path chunks, %lld scalar-path chunks, "
-              "%lld launches (%lld calls needed several)\n",
-              combos, cov.aligned_chunks, cov.scalar_chunks, cov.launches, cov.multi_launch_calls);
-  CHECK(combos == 4 * 28 && cov.aligned_chunks > 0 && cov.scalar_chunks > 0 && cov.multi_launch_calls > 0);
+  sums.finish(__LINE__);
+  std::printf("  %d (algo, dtype, momentum, mode) combinations, %d cases; %lld vector-path chunks, %lld scalar-path "
+              "chunks, %lld launches (%lld groups needed several), stage-1 slot-rows: %lld by warps, %lld by blocks\n",
+              combos, cases, cov.aligned_chunks, cov.scalar_chunks, cov.launches, cov.multi_launch_calls,
+              cov.warp_slots, cov.block_slots);
+  CHECK(combos == 4 * 28 && cov.aligned_chunks > 0 && cov.scalar_chunks > 0 && cov.multi_launch_calls > 0 &&
+        cov.warp_slots > 0 && cov.block_slots > 0);
+}
+
+// tiger_stats: the stats plan's blocks (stage 1 for every tensor, stage 2 writing sums) against a
+// direct float64 sum of squares per row and a finiteness check by real division.
+static void test_stats() {
+  std::printf("tiger_stats blocks vs a direct float64 sum and an independent finiteness check\n");
+  Bulk sums("per-row sums of squares of the working copy (empty tensors and rows: 0)");
+  Bulk flags("per-tensor flags: some g / grad_scale is NaN or +-Inf");
+  Coverage cov;
+  int fired = 0, clear = 0;
+  for (TigerClass cls : {TigerClass::kK, TigerClass::kE, TigerClass::kV})
+    for (DType p : kDtypes)
+      for (Precision mode : kModes) {
+        const bool half = p == DType::kFloat16 || p == DType::kBFloat16;
+        if (!half && mode != Precision::kNone) continue;
+        for (float scale : {0.0f, 1024.0f, 0.5f}) {
+          const DType m = p == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+          const Case c{"stats", Algo::kTiger, cls, p, m, mode, 1, scale, false, false, true, scale == 1024.0f, 1,
+                       false, 0.0, true, kNoneGiven};
+          Problem pr(c, shapes_for(c), 77 + uint64_t(cls) * 100 + uint64_t(p) * 10 + uint64_t(mode));
+          Described ds = describe(c, pr, false);
+          for (StepTensor& t : ds.tensors) {  // as tiger_stats_cuda describes them
+            t.momentum_dtype = DType::kFloat32, t.exp_avg = nullptr;
+            if (t.mode != Precision::kMaster) t.aux = nullptr;
+          }
+          StepCall call{};
+          call.hyper.algo = Algo::kTiger, call.hyper.tiger_class = cls, call.hyper.grad_accum_steps = 1;
+          const float gs = scale;
+          std::vector<double> out(size_t(ds.rows), 0.0);
+          std::vector<int32_t> fl(ds.tensors.size(), 0);
+          KernelScalars d{};
+          d.grad_scale = scale != 0.0f ? &gs : nullptr;
+          d.stats_sums = out.data(), d.flags = fl.data();
+          const Stages st = stats_stages();
+          const CallPlan cp = plan_call(ds.tensors, ds.row0, ds.rows, {}, {}, st);
+          d.reduce_sums = st.reduce_sums, d.reduce_flags = st.reduce_flags;
+          Workspace ws;
+          ws.attach(cp, d);
+          emulate_plan(cp, call, d, cov);
+          bool sok = true, fok = true;
+          for (size_t i = 0; i < ds.tensors.size(); ++i) {
+            const StepTensor& t = ds.tensors[i];
+            const bool master = t.mode == Precision::kMaster;
+            const int64_t rows = plan_rows(c, pr.shapes[i]);
+            const int64_t rlen = rows > 0 ? t.numel / rows : 0;
+            for (int64_t r = 0; r < rows; ++r) {
+              double want = 0.0;
+              with_storage(master ? DType::kFloat32 : p, [&](auto tag) {
+                using S = decltype(tag);
+                for (int64_t j = r * rlen; j < (r + 1) * rlen; ++j) {
+                  const double x = double(storage<S>::load(static_cast<const S*>(master ? t.aux : t.param), j));
+                  want += x * x;
+                }
+              });
+              const double got = out[size_t(ds.row0[i] + r)];
+              sok &= want == 0.0 ? got == 0.0 : std::fabs(got - want) <= 1e-13 * want;
+            }
+            bool bad = false;
+            with_storage(p, [&](auto tag) {
+              using P = decltype(tag);
+              using T = typename storage<P>::opmath;
+              for (int64_t j = 0; j < t.numel; ++j) {
+                T g = storage<P>::load(static_cast<const P*>(t.grad), j);
+                if (scale != 0.0f) g = g / T(scale);
+                bad |= !std::isfinite(g);
+              }
+            });
+            fok &= (fl[i] != 0) == bad;
+            (bad ? fired : clear) += 1;
+          }
+          auto note = [&](Bulk& b, bool good) {
+            if (good) b.ok();
+            else if (b.report())
+              std::printf("    class %d %s mode %d scale %g\n", int(cls), dtype_name(p), int(mode), double(scale));
+          };
+          note(sums, sok);
+          note(flags, fok);
+        }
+      }
+  sums.finish(__LINE__);
+  flags.finish(__LINE__);
+  std::printf("  %d tensors flagged, %d not\n", fired, clear);
+  CHECK(fired > 0 && clear > 0 && cov.warp_slots > 0 && cov.block_slots > 0);
 }
 
 int main() {
   test_geometry();
   test_plan();
+  test_stages();
   test_kernel_key();
   test_arithmetic();
   test_blocks_against_cpu();
+  test_stats();
   std::printf("test_mta: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

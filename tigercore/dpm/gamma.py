@@ -17,7 +17,7 @@ from torch import Tensor
 from ..reference.dpm import EPS_STATS_COLUMNS, merge_moments
 from ._ops import eps_stats as _eps_stats, segment_moments as _segment_moments
 from ._compat import deprecated_alias, renamed_kwargs
-from .schedule import NoiseSchedule, call_eps_model
+from .schedule import NoiseSchedule, call_eps_model, iter_x0
 
 __all__ = ["GammaTable", "GammaEstimator", "ESTIMATORS"]
 
@@ -267,12 +267,7 @@ class GammaEstimator:
         bar = tqdm(total=total, disable=not progress, desc="Γ estimate", unit="call")
         try:
             for _ in range(repeats):
-                for bi, batch in enumerate(data):
-                    if max_batches is not None and bi >= max_batches:
-                        break
-                    x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
-                    if device is not None:
-                        x0 = x0.to(device)
+                for x0 in iter_x0(data, max_batches, device):
                     if not x0.is_floating_point():
                         raise TypeError(f"data must yield floating tensors, got {x0.dtype}")
                     B = x0.shape[0]

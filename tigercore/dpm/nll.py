@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ._compat import renamed_kwargs
 from .sampler import VARIANCES, resolve_trajectory, split_model_output
-from .schedule import NoiseSchedule, call_eps_model
+from .schedule import NoiseSchedule, call_eps_model, iter_x0
 from .variance import DIAG_KINDS, _delta, diag_reverse_variance, gamma_coef, lambda_sq, reverse_variance
 
 __all__ = ["NelboResult", "NelboTerms", "nelbo", "nelbo_terms", "approx_std_normal_cdf", "log_discretized_normal"]
@@ -232,12 +232,7 @@ def nelbo_terms(schedule: NoiseSchedule, model: Callable, data: Iterable, *, var
         total = N * (len(data) if max_batches is None else min(len(data), max_batches))
     bar = tqdm(total=total, disable=not progress, desc="NELBO terms", unit="call")
     try:
-        for bi, batch in enumerate(data):
-            if max_batches is not None and bi >= max_batches:
-                break
-            x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if device is not None:
-                x0 = x0.to(device)
+        for x0 in iter_x0(data, max_batches, device):
             if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.dim() < 2:
                 raise ValueError("data must yield floating [B, ...] tensors x_0 with at least 2 dims")
             B, dims = x0.shape[0], tuple(range(1, x0.dim()))

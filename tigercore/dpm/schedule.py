@@ -163,3 +163,13 @@ def call_eps_model(model: Callable, x: Tensor, n: IndexLike,
     if nt.dim() == 0:
         nt = nt.expand(x.shape[0])
     return model(x, time_fn(nt) if time_fn is not None else nt)
+
+
+def iter_x0(data, max_batches=None, device=None):
+    """The x_0 tensors of a dataset or DataLoader (a batch may be a tensor or a (x_0, ...) tuple),
+    at most max_batches of them, moved to device."""
+    for bi, batch in enumerate(data):
+        if max_batches is not None and bi >= max_batches:
+            break
+        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield x0.to(device) if device is not None else x0

@@ -61,7 +61,7 @@ class StepInBackward:
 
     def _after_backward(self):
         """Parameters that got no gradient in this backward still advance their step counter,
-        as step() advances every counter ([note: one counter])."""
+        as step() advances every counter (docs/semantics.md, "Step counters")."""
         opt = self.optimizer
         opt._advance_skipped([p for p, _, _ in self._all if id(p) not in self._stepped])
         opt._opt_called = True  # LR schedulers check that the optimizer stepped before them

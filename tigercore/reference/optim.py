@@ -86,6 +86,16 @@ def _skip_for_found_inf(found_inf) -> bool:
     return found_inf is not None and float(found_inf.item()) != 0.0
 
 
+def _each_tensor(params, grads, exp_avgs, aux, steps, precision):
+    """(i, p, g, m_t, s_t, T, mode, aux_t) per non-empty tensor; an empty one only counts a step."""
+    for i, (p, g, m_t, s_t) in enumerate(zip(params, grads, exp_avgs, steps)):
+        if p.numel() == 0:
+            s_t.add_(1)
+            continue
+        mode = _effective_mode(p, precision)
+        yield i, p, g, m_t, s_t, _opmath(p), mode, aux[i] if mode in ("kahan", "master") else None
+
+
 def _lr(lr: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return lr.reshape(()).to(device=p.device, dtype=torch.float64)
 
@@ -138,7 +148,7 @@ def _sum_squares(w: torch.Tensor, tiger_class: str) -> torch.Tensor:
     w64 = w.double()
     if tiger_class != "E" or w.dim() == 0:
         return w64.square().sum().reshape(1)
-    return w64.reshape(-1, w.shape[-1]).square().sum(-1)
+    return w64.reshape(rms_rows(w, tiger_class), w.shape[-1]).square().sum(-1)  # rows of width 0 sum to 0
 
 
 def _row_count(p: torch.Tensor, tiger_class: str) -> int:
@@ -198,13 +208,7 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, bet
     sync_external_writes_(params, aux, stamps, precision=precision, compiled=compiled)
     if _skip_for_found_inf(found_inf):
         return
-    for i, (p, g, m_t, s_t) in enumerate(zip(params, grads, exp_avgs, steps)):
-        if p.numel() == 0:
-            s_t.add_(1)
-            continue
-        T = _opmath(p)
-        mode = _effective_mode(p, precision)
-        aux_t = aux[i] if mode in ("kahan", "master") else None
+    for i, p, g, m_t, s_t, T, mode, aux_t in _each_tensor(params, grads, exp_avgs, aux, steps, precision):
         k = step_coefficients("lion", T, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
         eta = _lr(lr, p).to(T)
         g = _load_grad(g, grad_scale, write_back=grad_scale is not None)
@@ -245,17 +249,10 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr,
     if _skip_for_found_inf(found_inf):
         return
     k_accum = int(grad_accum_steps)
-    row0 = 0
-    for i, (p, g, m_t, s_t) in enumerate(zip(params, grads, exp_avgs, steps)):
-        first_row, row0 = row0, row0 + rows[i]
-        t = int(s_t.item())
+    row0 = [sum(rows[:i]) for i in range(len(rows))]
+    for i, p, g, m_t, s_t, T, mode, aux_t in _each_tensor(params, grads, exp_avgs, aux, steps, precision):
+        first_row, t = row0[i], int(s_t.item())
         offset = elem_offsets[i] if elem_offsets else 0
-        if p.numel() == 0:
-            s_t.add_(1)
-            continue
-        T = _opmath(p)
-        mode = _effective_mode(p, precision)
-        aux_t = aux[i] if mode in ("kahan", "master") else None
         k = step_coefficients("tiger", T, beta=beta, grad_accum_steps=k_accum,
                               weight_decay=0.0 if tiger_class == "V" else weight_decay, maximize=maximize,
                               shrink_ratio=shrink_ratio, shrink_center=shrink_center)

@@ -1,7 +1,8 @@
 // vec_access.h — 16-byte vector loads and stores of kN consecutive elements into register arrays,
-// host and device. On the device each 16 bytes is one 128-bit access (LDG.E.128 / STG.E.128, as
-// bench/cuda_inspect.py checks); on the host (csrc/tests/test_mta.cpp runs the CUDA block code on
-// the CPU) a memcpy. The caller guarantees 16-byte alignment ([note: vector path], mta_plan.h).
+// host and device, for the CUDA step kernels (sign_step_block.h). On the device each 16 bytes is
+// one 128-bit access (LDG.E.128 / STG.E.128, as bench/cuda_inspect.py checks); on the host
+// (csrc/tests/test_mta.cpp runs the CUDA block code on the CPU) a memcpy. The caller guarantees
+// 16-byte alignment ([note: vector path], mta_plan.h).
 #pragma once
 #include "tigercore/float_bits.h"
 

@@ -1,15 +1,16 @@
-// mta_plan.h — multi-tensor launch planning for the CUDA step kernels, in plain C++ (no CUDA, no
-// torch): how a tensor is cut into chunks (one chunk per thread block), how a list of tensors is
-// split across launches, and the POD kernel arguments (< 4 KB, as ATen's MultiTensorApply.cuh).
-// The geometry functions are TC_HOST_DEVICE: the kernels call the very functions that
-// csrc/tests/test_mta.cpp checks on the CPU. Used by csrc/cuda/optim_step.cu.
+// mta_plan.h — multi-tensor launch planning of the CUDA step kernels, in plain C++ (no CUDA, no
+// torch): how a tensor is cut into chunks (one chunk per thread block), how a call's tensors are
+// split across launches and stages (plan_call), and the POD kernel arguments (< 4 KB, as ATen's
+// MultiTensorApply.cuh). The geometry functions are TC_HOST_DEVICE: the kernels call the very
+// functions that csrc/tests/test_mta.cpp checks on the CPU. The tensors come described by the host
+// plan (csrc/host/step_plan.h, tigercore/step_desc.h); used by csrc/cuda/optim_step.cu.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
-#include "tigercore/params.h"
+#include "tigercore/kernel_key.h"
 
 namespace tigercore {
 namespace mta {
@@ -18,7 +19,8 @@ constexpr int kBlockSize = 256;                  // threads per block, every ste
 constexpr int kChunkLog2 = 16;
 constexpr int64_t kChunk = int64_t(1) << kChunkLog2;  // elements per block (update and reduction)
 constexpr int kMaxTensors = 40;                  // tensors per launch (kernel-argument budget)
-constexpr int kMaxSteps = 480;                   // step counters per advance_steps launch
+constexpr int kMaxCounters = 160;                // tensors per step-counter launch
+constexpr int kCounterThreads = 128;             // threads per tensor of the step-counter kernel
 constexpr size_t kMaxKernelArgBytes = 4096;      // the classic CUDA kernel-parameter limit
 constexpr int64_t kMaxBlocksPerLaunch = 0x7FFFFFFF;  // gridDim.x limit
 
@@ -91,9 +93,9 @@ struct MtaTensor {
   void* ptr[4];
   int64_t numel;
   int64_t row_len;
-  const int64_t* step;  // state['step'] on entry, read on the device
+  const int64_t* step;  // state['step'] on entry, read on the device (nullptr for tiger_stats)
   int64_t slot0;        // Tiger: first slot of this tensor in the workspace's slot sums
-  int64_t row0;         // Tiger K/E: first row in the workspace's per-row step sizes
+  int64_t row0;         // Tiger: first row of this tensor in the plan's row layout (eta, stats)
   uint32_t param_id;    // stochastic-rounding key
   int32_t ordinal;      // index of the tensor in the call (its guard flag)
 };
@@ -105,9 +107,7 @@ struct MtaArgs {
   int32_t block_start[kMaxTensors + 1];
   int32_t n;
 };
-// What remains of the 4 KB for the other kernel arguments (SignStepCall and device pointers).
-constexpr size_t kArgBudget = kMaxKernelArgBytes - 512;
-static_assert(sizeof(MtaArgs) <= kArgBudget, "multi-tensor arguments must stay under 4 KB");
+// With the call's StepCall and KernelScalars it must stay under 4 KB (sign_step_block.h checks).
 
 struct BlockLoc {
   int32_t tensor;  // index into MtaArgs::t
@@ -125,12 +125,15 @@ TC_FN BlockLoc locate_block(const MtaArgs& a, int64_t block) {
   return BlockLoc{lo, int32_t(block - a.block_start[lo])};
 }
 
-// advance_steps: one thread per counter.
-struct StepArgs {
-  int64_t* step[kMaxSteps];
+// The step-counter kernel: one block of kCounterThreads threads per tensor advances its counter
+// and marks its carried sums of squares unknown ([note: Tiger RMS on CUDA], tiger_rms.cu).
+struct CounterArgs {
+  int64_t* step[kMaxCounters];
+  double* sums[kMaxCounters];  // Tiger K/E: the tensor's sumsq state, else nullptr
+  int64_t rows[kMaxCounters];  // elements of sums[j]
   int32_t n;
 };
-static_assert(sizeof(StepArgs) + 16 <= kMaxKernelArgBytes, "step arguments must stay under 4 KB");
+static_assert(sizeof(CounterArgs) + 16 <= kMaxKernelArgBytes, "counter arguments must stay under 4 KB");
 
 // [note: vector path]
 // A chunk takes the 16-byte vector path iff every pointer it touches is 16-byte aligned and its
@@ -144,7 +147,9 @@ TC_FN bool chunk_is_aligned(const MtaTensor& t, int64_t start, int vec) {
 
 // ---- host planning --------------------------------------------------------------------------
 // Where Tiger's per-slot sums, per-row step sizes and per-tensor guard flags live in the one
-// workspace allocation of a call: [double sums[slots] | double eta[rows] | int32 flags[n]].
+// workspace allocation of a call: [double sums[slots] | double eta[rows] | int32 flags[n]]. Rows
+// follow the host plan's layout (StepPlan::row0: one row per K/V tensor, one per slice of the last
+// dimension for E, empty tensors included), the layout of a caller's `eta` and of tiger_stats.
 struct WorkspaceLayout {
   std::vector<int64_t> slot0, row0;
   int64_t slots = 0, rows = 0, tensors = 0;
@@ -153,15 +158,15 @@ struct WorkspaceLayout {
   size_t bytes() const { return flags_offset() + size_t(tensors) * sizeof(int32_t); }
 };
 
-inline WorkspaceLayout workspace_layout(const std::vector<SignStepTensor>& ts) {
+inline WorkspaceLayout workspace_layout(const std::vector<StepTensor>& ts, const std::vector<int64_t>& row0,
+                                        int64_t rows) {
   WorkspaceLayout w;
   w.tensors = int64_t(ts.size());
-  for (const SignStepTensor& t : ts) {
-    const Grid g = grid_of(t.numel, t.row_len);
+  w.row0 = row0;
+  w.rows = rows;
+  for (const StepTensor& t : ts) {
     w.slot0.push_back(w.slots);
-    w.row0.push_back(w.rows);
-    w.slots += g.slots();
-    w.rows += g.rows;
+    w.slots += grid_of(t.numel, t.row_len).slots();
   }
   return w;
 }
@@ -196,8 +201,8 @@ std::vector<Launch> plan_launches(const std::vector<int32_t>& order, BlocksOf&& 
   return out;
 }
 
-inline int64_t update_blocks(const SignStepTensor& t) { return grid_of(t.numel, t.row_len).chunks; }
-inline int64_t eta_blocks(const SignStepTensor& t) {  // Tiger stage 2: one thread per row
+inline int64_t update_blocks(const StepTensor& t) { return grid_of(t.numel, t.row_len).chunks; }
+inline int64_t row_blocks(const StepTensor& t) {  // Tiger stage 2: one thread per row
   return (grid_of(t.numel, t.row_len).rows + kBlockSize - 1) / kBlockSize;
 }
 
@@ -216,10 +221,8 @@ std::vector<std::pair<Key, std::vector<int32_t>>> group_by(int32_t n, KeyOf&& ke
   return groups;
 }
 
-inline MtaTensor mta_tensor(const SignStepTensor& t, const int64_t* step, int64_t slot0, int64_t row0,
-                            int32_t ordinal) {
-  return MtaTensor{{t.param, t.grad, t.exp_avg, t.aux}, t.numel, t.row_len, step, slot0, row0,
-                   t.param_id, ordinal};
+inline MtaTensor mta_tensor(const StepTensor& t, const int64_t* step, int64_t slot0, int64_t row0, int32_t ordinal) {
+  return MtaTensor{{t.param, t.grad, t.exp_avg, t.aux}, t.numel, t.row_len, step, slot0, row0, t.param_id, ordinal};
 }
 
 // Packs one launch; tensors[i] is the MtaTensor of call index i.
@@ -234,16 +237,106 @@ inline MtaArgs pack_args(const Launch& l, const std::vector<MtaTensor>& tensors)
   return a;
 }
 
-// Step counters in launches of at most kMaxSteps.
-inline std::vector<StepArgs> pack_steps(const std::vector<int64_t*>& steps) {
-  std::vector<StepArgs> out;
-  for (size_t b = 0; b < steps.size(); b += kMaxSteps) {
-    StepArgs a{};
-    a.n = int32_t(steps.size() - b < size_t(kMaxSteps) ? steps.size() - b : size_t(kMaxSteps));
-    for (int32_t k = 0; k < a.n; ++k) a.step[k] = steps[b + size_t(k)];
+// Step counters (and carried sums, may be empty) in launches of at most kMaxCounters tensors.
+inline std::vector<CounterArgs> pack_counters(const std::vector<int64_t*>& steps, const std::vector<double*>& sums,
+                                              const std::vector<int64_t>& rows) {
+  std::vector<CounterArgs> out;
+  for (size_t b = 0; b < steps.size(); b += kMaxCounters) {
+    CounterArgs a{};
+    a.n = int32_t(steps.size() - b < size_t(kMaxCounters) ? steps.size() - b : size_t(kMaxCounters));
+    for (int32_t k = 0; k < a.n; ++k) {
+      a.step[k] = steps[b + size_t(k)];
+      a.sums[k] = sums.empty() ? nullptr : sums[b + size_t(k)];
+      a.rows[k] = sums.empty() ? 0 : rows[b + size_t(k)];
+    }
     out.push_back(a);
   }
   return out;
+}
+
+// ---- the launches of one call -----------------------------------------------------------------
+// [note: stages]
+// A call runs up to four stages on one stream, each a list of launches:
+//   reduce  Tiger stage 1 (tiger_rms.cu): per-slot sums of squares of the tensors that move and
+//           the guard's per-tensor flags; one group of launches per kernel instantiation;
+//   rows    Tiger stage 2: per-row step sizes from the slot sums (tiger_stats: the per-row sums);
+//   update  the fused Lion / Tiger update (lion_update.cu, tiger_update.cu), per instantiation;
+//   counters every step counter += 1 and Tiger's carried sums marked unknown (step_counters.cu).
+// What runs is the entry's decision (Stages); csrc/tests/test_mta.cpp runs the same plan's blocks
+// on the CPU.
+struct Stages {
+  bool reduce_sums = false;   // stage 1 sums (Tiger K/E without a caller's eta; tiger_stats)
+  bool reduce_flags = false;  // stage 1 flags (the guard without a caller's nonfinite; tiger_stats)
+  bool rows = false;          // stage 2 (whenever stage 1 sums)
+  bool update = false;        // update and counters (the step ops; not tiger_stats)
+};
+
+// The stages of a Lion/Tiger step. given_eta: the caller passed Tiger's step sizes (K/E);
+// given_flags: the caller passed the guard's flags and the guard is on.
+inline Stages step_stages(const StepHyper& h, bool given_eta, bool given_flags) {
+  const bool tiger = h.algo == Algo::kTiger;
+  Stages st;
+  st.reduce_sums = tiger && h.tiger_class != TigerClass::kV && !given_eta;
+  st.reduce_flags = tiger && h.nonfinite_guard && !given_flags;
+  st.rows = st.reduce_sums;
+  st.update = true;  // found_inf: the kernels skip on the device
+  return st;
+}
+// tiger_stats: sums (every tensor) and flags, stage 2 writing the sums; nothing is updated.
+inline Stages stats_stages() {
+  Stages st;
+  st.reduce_sums = st.reduce_flags = st.rows = true;
+  return st;
+}
+
+struct KeyedLaunches {
+  KernelKey key;
+  std::vector<MtaArgs> launches;
+};
+
+struct CallPlan {
+  WorkspaceLayout ws;
+  std::vector<KeyedLaunches> reduce;
+  std::vector<MtaArgs> rows;
+  std::vector<KeyedLaunches> update;
+  std::vector<CounterArgs> counters;
+  bool needs_workspace() const { return !reduce.empty() || !rows.empty(); }
+};
+
+// tensors, row0 and rows: the host plan's (StepPlan). steps: each tensor's counter (empty for
+// tiger_stats); carried: each tensor's sumsq state (empty: none).
+inline CallPlan plan_call(const std::vector<StepTensor>& tensors, const std::vector<int64_t>& row0, int64_t rows,
+                          const std::vector<int64_t*>& steps, const std::vector<double*>& carried,
+                          const Stages& st) {
+  CallPlan plan;
+  plan.ws = workspace_layout(tensors, row0, rows);
+  const int32_t n = int32_t(tensors.size());
+  std::vector<MtaTensor> mt;
+  for (int32_t i = 0; i < n; ++i)
+    mt.push_back(mta_tensor(tensors[size_t(i)], steps.empty() ? nullptr : steps[size_t(i)],
+                            plan.ws.slot0[size_t(i)], row0[size_t(i)], i));
+  auto packed = [&](const std::vector<int32_t>& order, int64_t (*blocks_of)(const StepTensor&)) {
+    std::vector<MtaArgs> out;
+    for (const Launch& l : plan_launches(order, [&](int32_t i) { return blocks_of(tensors[size_t(i)]); }))
+      out.push_back(pack_args(l, mt));
+    return out;
+  };
+  const auto groups = group_by<KernelKey>(n, [&](int32_t i) { return kernel_key(tensors[size_t(i)]); });
+  if (st.reduce_sums || st.reduce_flags)
+    for (const auto& [key, order] : groups) plan.reduce.push_back({key, packed(order, update_blocks)});
+  if (st.rows) {
+    std::vector<int32_t> all(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) all[size_t(i)] = i;
+    plan.rows = packed(all, row_blocks);
+  }
+  if (st.update) {
+    for (const auto& [key, order] : groups) plan.update.push_back({key, packed(order, update_blocks)});
+    std::vector<int64_t> sum_rows;
+    for (int32_t i = 0; i < n && !carried.empty(); ++i)
+      sum_rows.push_back((i + 1 < n ? row0[size_t(i) + 1] : rows) - row0[size_t(i)]);
+    plan.counters = pack_counters(steps, carried, sum_rows);
+  }
+  return plan;
 }
 
 }  // namespace mta

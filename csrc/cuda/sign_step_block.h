@@ -1,66 +1,58 @@
 // sign_step_block.h — what one thread block of the multi-tensor CUDA step kernels does: the fused
-// Lion update, the fused Tiger update (momentum, step or guard shrink), Tiger's stage-2 step sizes
-// and the step-counter advance. Host+device code: the kernels in csrc/cuda/ call these with
-// (blockIdx.x, threadIdx.x, kBlockSize); csrc/tests/test_mta.cpp runs every block and thread on
-// the CPU and compares with the CPU kernels bit for bit. Element math: tigercore/optim_math.h.
+// Lion update, the fused Tiger update (momentum, step or guard shrink), Tiger's stage-1 partial
+// sums and flags (the per-thread part; the CUB reduction is in tiger_rms.cu), stage 2 (per-row step
+// sizes, or tiger_stats' sums) and the step counters. The element steps are the functors of
+// tigercore/step_desc.h, built from the host plan's coefficients exactly as the CPU loops build
+// them. Host+device code: the kernels in csrc/cuda/ call these with (blockIdx.x, threadIdx.x,
+// kBlockSize); csrc/tests/test_mta.cpp runs every block and thread on the CPU and compares with the
+// CPU kernels bit for bit. Reference: tigercore/reference/optim.py.
 #pragma once
-#include "tigercore/kernel_key.h"
-#include "tigercore/mta_plan.h"
-#include "tigercore/vec_access.h"
+#include "mta_plan.h"
+#include "vec_access.h"
 
 namespace tigercore {
 namespace mta {
 
 // [note: kernel scalars]
-// What the kernels need besides the tensor list. Values that live on the device, read there so
-// that a step never synchronises and can be captured in a CUDA graph: GradScaler's found_inf (skip
-// everything) and grad_scale (unscale; float32 tensors, as GradScaler makes them), and Tiger's
-// workspace (WorkspaceLayout): stage-1 sums of squares per slot, stage-2 step sizes per row and
-// the guard's non-finite flag per tensor. (Each tensor's step counter is MtaTensor::step.) And the
-// call's coefficients, derived on the host in float64 and rounded once to fp32 (and kept in fp64
-// for fp64 parameters), optimizers.md §2.8.4: the kernels read them straight from the parameter
-// bank (no registers held, no conversions), with maximize folded into the gradient coefficients
-// as in the CPU kernels ([note: vectorisable loops]: (1-b)(-g) == -((1-b) g) exactly).
-enum Coef : int {
-  kBeta1, kGradCoef1, kBeta2, kGradCoef2,  // Lion: b1, ±(1-b1), b2, ±(1-b2)
-  kTigerBeta, kTigerGradCoef,              // Tiger: beta, ±(1-beta)/k
-  kLr, kHalfLr, kWeightDecay, kShrinkRatio, kShrinkCentre, kNumCoefs
-};
+// What the kernels need besides the tensor list and the call (StepCall: hyperparameters and the
+// coefficients derived once on the host, [note: coefficients]). Values that live on the device are
+// read there, so that a step never synchronises and can be captured in a CUDA graph:
+// GradScaler's found_inf (skip everything) and grad_scale (unscale; float32 tensors, as GradScaler
+// makes them), the lr tensor when it is on the device ([note: tensor lr]; else StepCall::lr holds
+// its value), each tensor's step counter (MtaTensor::step), and Tiger's workspace
+// (WorkspaceLayout): stage-1 sums of squares per slot, per-row step sizes (stage 2's, or the
+// caller's `eta`) and per-tensor guard flags (stage 1's, or the caller's `nonfinite`).
 struct KernelScalars {
   const float* found_inf;
   const float* grad_scale;
+  const double* lr;    // the lr tensor on the device, or nullptr
   double* slot_sums;
-  double* eta_rows;
+  double* eta_rows;    // row layout of the host plan (row0)
   int32_t* flags;
-  float coef32[kNumCoefs];
-  double coef64[kNumCoefs];
+  double* stats_sums;  // tiger_stats: stage 2 writes each row's sum here (not a step size)
+  bool reduce_sums, reduce_flags;  // what stage 1 computes (Stages)
 };
+static_assert(sizeof(MtaArgs) + sizeof(StepCall) + sizeof(KernelScalars) <= kMaxKernelArgBytes,
+              "kernel arguments must stay under 4 KB");
 
-template <typename T>
-TC_FN T coef(const KernelScalars& d, Coef c) {
-  if constexpr (sizeof(T) == 4) return d.coef32[c];
-  else return d.coef64[c];
+// Points what the entry did not provide (a caller's eta or flags, tiger_stats' flags) at the
+// call's workspace of ws.bytes() bytes at `base` (WorkspaceLayout); returns the flags the caller
+// must zero before stage 1 (nullptr when they are the entry's own).
+inline int32_t* use_workspace(const WorkspaceLayout& ws, unsigned char* base, KernelScalars& d) {
+  d.slot_sums = reinterpret_cast<double*>(base);
+  if (d.eta_rows == nullptr) d.eta_rows = reinterpret_cast<double*>(base + ws.eta_offset());
+  if (d.flags != nullptr) return nullptr;
+  d.flags = reinterpret_cast<int32_t*>(base + ws.flags_offset());
+  return d.flags;
 }
 
-inline KernelScalars kernel_scalars(const SignStepCall& call) {
-  KernelScalars k{};
-  const double sgn = call.maximize ? -1.0 : 1.0;
-  const double tiger_b2 = call.algo == Algo::kTiger ? (1.0 - call.beta) / double(call.grad_accum_steps) : 0.0;
-  const double v[kNumCoefs] = {call.beta1, sgn * (1.0 - call.beta1), call.beta2, sgn * (1.0 - call.beta2),
-                               call.beta, sgn * tiger_b2, call.lr, 0.5 * call.lr, call.weight_decay,
-                               call.shrink_ratio, call.shrink_center};
-  for (int i = 0; i < kNumCoefs; ++i) {
-    k.coef64[i] = v[i];
-    k.coef32[i] = float(v[i]);
-  }
-  return k;
-}
+TC_FN double lr_of(const StepCall& call, const KernelScalars& d) { return d.lr != nullptr ? *d.lr : call.lr; }
 
 // [note: no calls in the update kernels]
 // A 64-bit integer division, a double division and the slow path of an fp32 division are
 // subroutine calls on the GPU, and around a call ptxas saves registers to local memory. The
 // update kernels therefore make none: the chunk geometry divides in 32 bits (span_of), Tiger's
-// phase t mod k uses divides(), (1-beta)/k comes from the host (Coef), and GradScaler's
+// phase t mod k uses divides(), (1-beta)/k comes from the host (Coefficients), and GradScaler's
 // unscale multiplies by a reciprocal ([note: exact unscale]).
 TC_FN bool divides(int64_t k, int64_t t) {  // k >= 1: t % k == 0
   const uint64_t a = t < 0 ? uint64_t(0) - uint64_t(t) : uint64_t(t);
@@ -93,7 +85,7 @@ template <Precision kMode> constexpr unsigned param_touch() {
 }
 
 // [note: exact unscale]
-// GradScaler's unscale g / s (stored back into the gradient, optimizers.md §4) must be the
+// GradScaler's unscale g / s (stored back into the gradient, [note: GradScaler]) must be the
 // correctly rounded quotient, as on the CPU; but a division's slow path is a subroutine call on the
 // GPU and ptxas spills around calls. So the kernels divide without dividing:
 //  - y = RN(1/s) in fp64: a hardware seed (host: fp32) refined by Newton steps y += y (1 - s y);
@@ -229,15 +221,15 @@ struct Block {
   P* param;
   P* grad;
   M* mom;
-  A* aux;  // kahan_comp / master_param (non-null: checked by the entry), else nullptr
-  TC_HOST_DEVICE Block(const MtaArgs& a, const SignStepCall& call, int64_t block)
+  A* aux;  // kahan_comp / master_param (non-null: checked by the host plan), else nullptr
+  TC_HOST_DEVICE Block(const MtaArgs& a, const StepCall& call, int64_t block)
       : Block(a, call, locate_block(a, block)) {}
-  TC_HOST_DEVICE Block(const MtaArgs& a, const SignStepCall& call, BlockLoc loc)
+  TC_HOST_DEVICE Block(const MtaArgs& a, const StepCall& call, BlockLoc loc)
       : t(a.t[loc.tensor]),
         s(span_of(t.numel, t.row_len, loc.chunk)),
         aligned(chunk_is_aligned(t, s.start, kVec)),
         step(*t.step),
-        key{call.seed, t.param_id, uint64_t(step)},
+        key{call.hyper.seed, t.param_id, uint64_t(step)},
         param(static_cast<P*>(t.ptr[0]) + s.start),
         grad(static_cast<P*>(t.ptr[1]) + s.start),
         mom(static_cast<M*>(t.ptr[2]) + s.start),
@@ -252,106 +244,163 @@ struct Block {
   }
 };
 
-// ---- Lion (coefficients and maximize: [note: kernel scalars]) ----------------------------------
+// ---- Lion ---------------------------------------------------------------------------------------
 template <typename P, typename M, Precision kMode>
-TC_FN void lion_block(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block,
+TC_FN void lion_block(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block,
                       int tid, int nthreads) {
   if (step_skipped(d)) return;
   using B = Block<P, M, kMode>;
   using T = typename B::T;
   using A = typename B::A;
   const B b(a, call, block);
-  const LionCoeffs<T> k{coef<T>(d, kBeta1), coef<T>(d, kGradCoef1), coef<T>(d, kBeta2), coef<T>(d, kGradCoef2)};
-  const T eta = coef<T>(d, kLr), wd = coef<T>(d, kWeightDecay);
+  const LionStep<T> step = make_lion_step<T>(call.coef, T(lr_of(call, d)));
   b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
     T m = T(storage<M>::load(mom, i));
     const T w_old = B::Access::load(param, aux, i);
     T w = w_old;
-    lion_update(w, m, g, k, eta, wd);
+    step(w, m, g);
     b.store(param, aux, i, local, w_old, w);
-    storage<M>::store(mom, i, typename storage<M>::opmath(m));
+    momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
   });
 }
 
 // ---- Tiger ------------------------------------------------------------------------------------
 // One block of Tiger's update: on a fired guard only the shrink θ <- (θ - c)·s + c; on an
-// accumulation micro-step (α = 0) only the momentum; otherwise momentum and parameter, with the
-// step size of the tensor (K: stage 2's, V: 0.5·lr) or of each row (E: stage 2's).
+// accumulation micro-step only the momentum; otherwise momentum and parameter, with the step size
+// of the tensor (K: eta_rows[row0], V: 0.5·lr) or of each row (E: eta_rows[row0 + row]).
 template <typename P, typename M, Precision kMode>
-TC_FN void tiger_block(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block,
+TC_FN void tiger_block(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block,
                        int tid, int nthreads) {
   if (step_skipped(d)) return;
   using B = Block<P, M, kMode>;
   using T = typename B::T;
   using A = typename B::A;
   const B b(a, call, block);
-  if (call.nonfinite_guard && d.flags[b.t.ordinal] != 0) {  // shrink; a scaled gradient is still stored unscaled
-    const T ratio = coef<T>(d, kShrinkRatio), centre = coef<T>(d, kShrinkCentre);
+  if (call.hyper.nonfinite_guard && d.flags[b.t.ordinal] != 0) {  // a scaled gradient is still stored unscaled
+    const TigerShrink<T> shrink = make_tiger_shrink<T>(call.coef);
     b.template loop<param_touch<kMode>() | kGrad>(d.grad_scale, tid, nthreads, [&](P* param, M*, A* aux, int32_t i, int32_t local, T) {
       const T w_old = B::Access::load(param, aux, i);
-      b.store(param, aux, i, local, w_old, tiger_shrink(w_old, centre, ratio));
+      b.store(param, aux, i, local, w_old, shrink(w_old));
     });
     return;
   }
-  const TigerCoeffs<T> k{tiger_first(b.step, call.grad_accum_steps) ? coef<T>(d, kTigerBeta) : T(1),
-                         coef<T>(d, kTigerGradCoef)};
+  const TigerStep<T> step = make_tiger_step<T>(call.coef, tiger_first(b.step, call.hyper.grad_accum_steps));
   auto momentum = [&](M* mom, int32_t i, T g) -> T {
-    T m = T(storage<M>::load(mom, i));
-    tiger_momentum(m, g, k);
-    storage<M>::store(mom, i, typename storage<M>::opmath(m));
+    const T m = step.momentum(T(storage<M>::load(mom, i)), g);
+    momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
     return m;
   };
-  if (!tiger_moves(b.step, call.grad_accum_steps)) {
+  if (!tiger_moves(b.step, call.hyper.grad_accum_steps)) {
     b.template loop<kGrad | kMom>(d.grad_scale, tid, nthreads,
                                   [&](P*, M* mom, A*, int32_t i, int32_t, T g) { momentum(mom, i, g); });
     return;
   }
-  const T wd = coef<T>(d, kWeightDecay);
   auto update = [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g, T eta) {
     const T m = momentum(mom, i, g);
     const T w_old = B::Access::load(param, aux, i);
-    T w = w_old;
-    tiger_param(w, m, eta, wd);
-    b.store(param, aux, i, local, w_old, w);
+    b.store(param, aux, i, local, w_old, step.param(w_old, m, eta));
   };
-  if (call.tiger_class == TigerClass::kE) {
+  if (call.hyper.tiger_class == TigerClass::kE) {
     const double* eta_rows = d.eta_rows + b.t.row0 + b.s.row;  // slot-row r of the chunk is row s.row + r
     const uint32_t rlen = uint32_t(b.s.rlen);
     b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
       update(param, mom, aux, i, local, g, T(eta_rows[uint32_t(local) / rlen]));
     });
   } else {
-    const T eta = call.tiger_class == TigerClass::kK ? T(d.eta_rows[b.t.row0]) : coef<T>(d, kHalfLr);
+    const T eta = call.hyper.tiger_class == TigerClass::kK ? T(d.eta_rows[b.t.row0]) : T(0.5 * lr_of(call, d));
     b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
       update(param, mom, aux, i, local, g, eta);
     });
   }
 }
 
-// Does this Tiger tensor move on this micro-step (needs its RMS)?
-TC_FN bool tiger_needs_eta(const SignStepCall& call, const KernelScalars& d, const MtaTensor& t) {
-  return tiger_moves(*t.step, call.grad_accum_steps) && !(call.nonfinite_guard && d.flags[t.ordinal] != 0);
+// ---- Tiger stage 1 (tiger_rms.cu; the reduction across threads is CUB's) ------------------------
+// What block `block` of a stage-1 launch computes: the chunk's slot sums when its tensor moves on
+// this micro-step (tiger_stats: always) and stage 1 sums at all, and its guard flag.
+struct ReduceJob {
+  const MtaTensor* t;
+  Span s;
+  bool want_sum, want_flag;
+};
+TC_FN ReduceJob reduce_job(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block) {
+  const BlockLoc loc = locate_block(a, block);
+  const MtaTensor& t = a.t[loc.tensor];
+  const bool moves = d.stats_sums != nullptr || tiger_moves(*t.step, call.hyper.grad_accum_steps);
+  return ReduceJob{&t, span_of(t.numel, t.row_len, loc.chunk), d.reduce_sums && moves, d.reduce_flags};
 }
 
-// Tiger stage 2 (K/E): one thread per row adds the row's slot sums in piece order and stores the
-// row's step size α·max(RMS, floor) (optimizers.md §2.3, §2.8.3). Blocks: eta_blocks().
-TC_FN void tiger_eta_block(const MtaArgs& a, const SignStepCall& call, const KernelScalars& d, int64_t block,
-                           int tid, int nthreads) {
+// One thread's part of a slot-row: the sum of squares of the working copy S (the parameter, or the
+// master copy), and "some unscaled gradient is not finite" (unscaled exactly as the update does,
+// [note: exact unscale]). Elements begin, begin + stride, ... < end, offsets into the chunk.
+template <typename S, typename P>
+struct SlotPart {
+  using G = typename storage<P>::opmath;
+  const S* src;   // the chunk's working copy
+  const P* grad;  // the chunk's gradient
+  bool want_sum, want_flag;
+  template <bool kSum, bool kFlag>
+  TC_HOST_DEVICE void add_as(int32_t begin, int32_t end, int32_t stride, const GradIn<G>& unscale, double& sumsq,
+                             bool& bad) const {
+    for (int32_t i = begin; i < end; i += stride) {
+      if constexpr (kSum) {
+        const double x = double(storage<S>::load(src, i));
+        sumsq += x * x;
+      }
+      if constexpr (kFlag) {
+        const G g = storage<P>::load(grad, i);
+        bad |= !is_finite_bits(unscale.scaled() ? unscale.unscale(g) : g);
+      }
+    }
+  }
+  TC_HOST_DEVICE void add(int32_t begin, int32_t end, int32_t stride, const float* grad_scale, double& sumsq,
+                          bool& bad) const {
+    const GradIn<G> unscale(grad_scale);
+    if (want_sum && want_flag) add_as<true, true>(begin, end, stride, unscale, sumsq, bad);
+    else if (want_sum) add_as<true, false>(begin, end, stride, unscale, sumsq, bad);
+    else if (want_flag) add_as<false, true>(begin, end, stride, unscale, sumsq, bad);
+  }
+};
+
+template <typename S, typename P>
+TC_FN SlotPart<S, P> slot_part(const ReduceJob& job, bool master) {
+  const MtaTensor& t = *job.t;
+  return SlotPart<S, P>{static_cast<const S*>(t.ptr[master ? 3 : 0]) + job.s.start,
+                        static_cast<const P*>(t.ptr[1]) + job.s.start, job.want_sum, job.want_flag};
+}
+
+// ---- Tiger stage 2 ------------------------------------------------------------------------------
+// Does this Tiger tensor move on this micro-step (needs its step size)?
+TC_FN bool tiger_needs_eta(const StepCall& call, const KernelScalars& d, const MtaTensor& t) {
+  return tiger_moves(*t.step, call.hyper.grad_accum_steps) && !(call.hyper.nonfinite_guard && d.flags[t.ordinal] != 0);
+}
+
+// One thread per row adds the row's slot sums in piece order and stores the row's step size
+// lr·max(RMS, floor) (tiger_eta_from_sumsq, as the CPU), or for tiger_stats the sum itself.
+// Blocks: row_blocks().
+TC_FN void tiger_rows_block(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block, int tid,
+                            int nthreads) {
   if (step_skipped(d)) return;
   const BlockLoc loc = locate_block(a, block);
   const MtaTensor& t = a.t[loc.tensor];
   const Grid g = grid_of(t.numel, t.row_len);
   const int64_t row = int64_t(loc.chunk) * nthreads + tid;
-  if (row >= g.rows || !tiger_needs_eta(call, d, t)) return;
+  const bool stats = d.stats_sums != nullptr;
+  if (row >= g.rows || !(stats || tiger_needs_eta(call, d, t))) return;
   const double* sums = d.slot_sums + t.slot0 + row * g.pieces;
   double s = 0.0;
   for (int64_t p = 0; p < g.pieces; ++p) s += sums[p];
-  d.eta_rows[t.row0 + row] = tiger_eta_from_sumsq(call.lr, s, t.row_len, call.rms_floor);
+  if (stats) d.stats_sums[t.row0 + row] = s;
+  else d.eta_rows[t.row0 + row] = tiger_eta_from_sumsq(lr_of(call, d), s, t.row_len, call.hyper.rms_floor);
 }
 
-// One small kernel for every counter of the call: step += 1 unless GradScaler found an inf.
-TC_FN void advance_step(const StepArgs& a, const float* found_inf, int64_t i) {
-  if (i < a.n && (found_inf == nullptr || *found_inf == 0.0f)) *a.step[i] += 1;
+// ---- the end of a step: counters and carried sums ------------------------------------------------
+// Thread tid of tensor j's block: step += 1 unless GradScaler found an inf; the tensor's carried
+// sums of squares (Tiger K/E) become unknown (-1) in any case ([note: Tiger RMS on CUDA]).
+TC_FN void finish_tensor(const CounterArgs& a, const float* found_inf, int32_t j, int tid, int nthreads) {
+  if (tid == 0 && (found_inf == nullptr || *found_inf == 0.0f)) *a.step[j] += 1;
+  double* sums = a.sums[j];
+  if (sums != nullptr)
+    for (int64_t r = tid; r < a.rows[j]; r += nthreads) sums[r] = -1.0;
 }
 
 }  // namespace mta
