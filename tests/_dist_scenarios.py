@@ -21,8 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import tigercore  # noqa: F401  (loads the native kernels)
 from tigercore.optim import Lion, Tiger, tiger_param_groups
-from tigercore._checks import rms_rows
-from tigercore.optim import _distributed as _dist
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 U64 = 2.0 ** -53
 
@@ -50,8 +49,25 @@ class CollectiveCounter(TorchDispatchMode):
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
+def is_dtensor(t):
+    return isinstance(t, DTensor)
+
+
+def local(t):
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def full(t):
-    return t.full_tensor() if _dist.is_dtensor(t) else t
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def global_rows(p):
+    """Global row (last-dimension slice) of each local row of DTensor p, from torch's own
+    sharding of a tensor of flat indices (independent of tigercore's layout code)."""
+    shape = tuple(p.shape)
+    ids = torch.arange(math.prod(shape), dtype=torch.int64).view(shape)
+    mine = distribute_tensor(ids, p.device_mesh, p.placements, src_data_rank=None).to_local()
+    return (mine.reshape(-1, mine.shape[-1])[:, 0] // shape[-1]).tolist() if mine.numel() else []
 
 
 class Failures(list):
@@ -99,16 +115,15 @@ def check_tiger_sums(f, tag, opt, pre, record, lr):
             continue
         row0 = 0
         for p in entry["params"]:
-            rows_here = rms_rows(_dist.local(p), cls)
+            rows_here = 1 if cls == "K" else math.prod(local(p).shape[:-1])
             mine = entry["sums"][row0:row0 + rows_here].tolist()
             row0 += rows_here
-            lay = _dist.layout(opt, p)
             w = pre[id(p)]  # the single-process working copy before the step
             if cls == "K":
                 rows, ids = [w.reshape(-1)], [0]
             else:
                 rows = list(w.reshape(-1, w.shape[-1])) if w.dim() else [w.reshape(-1)]
-                ids = lay.global_rows().tolist() if _dist.local(p).numel() else []
+                ids = global_rows(p)
             ref_sums = torch.ops.tigercore.tiger_stats([w.contiguous()], [torch.zeros_like(w).contiguous()], [], [],
                                                        tiger_class=cls, precision="none")[0].tolist()
             for s, gid in zip(mine, ids):
@@ -186,14 +201,14 @@ def train_compare(f, tag, kind, model, ref, *, steps, batch, nan=None, expect_by
     for step in range(steps):
         model(batch(step, rank)).backward()
         if nan and step in nan and rank in nan[step][0]:
-            lg = _dist.local(names[nan[step][1]].grad)
+            lg = local(names[nan[step][1]].grad)
             if lg.numel():
                 lg.view(-1)[0] = float("nan")
         for p, rp in zip(model.parameters(), ref.parameters()):
             rp.grad = full(p.grad).clone()
-        prev = {n: _dist.local(p.detach()).clone() for n, p in names.items()}
+        prev = {n: local(p.detach()).clone() for n, p in names.items()}
         pre = {id(p): working_copy(ref_opt, pairs[id(p)]).clone() for p in model.parameters()}
-        prev_m = {n: _dist.local(opt.state[p]["exp_avg"]).clone() for n, p in names.items()}
+        prev_m = {n: local(opt.state[p]["exp_avg"]).clone() for n, p in names.items()}
         record = opt.__dict__["_dist_record"] = [] if kind == "tiger" else None
         with CollectiveCounter() as counter:
             opt.step()
@@ -221,8 +236,8 @@ def train_compare(f, tag, kind, model, ref, *, steps, batch, nan=None, expect_by
             cls = tiger_class(opt, p) if kind == "tiger" else None
             if kind == "tiger" and p.dtype == torch.float32 and cls != "V":
                 shrunk = prev[name] * torch.tensor(0.99, dtype=torch.float32)
-                f.expect(torch.equal(_dist.local(p.detach()), shrunk), f"{tag}: rank {rank} did not shrink {name}")
-                f.expect(torch.equal(_dist.local(opt.state[p]["exp_avg"]), prev_m[name]),
+                f.expect(torch.equal(local(p.detach()), shrunk), f"{tag}: rank {rank} did not shrink {name}")
+                f.expect(torch.equal(local(opt.state[p]["exp_avg"]), prev_m[name]),
                          f"{tag}: rank {rank} changed the momentum of {name} on a non-finite step")
     return opt, ref_opt
 
@@ -333,13 +348,13 @@ def sc_tp_stochastic_refused(f, ctx):
     tp(model, mesh)
     opt = Lion(model.parameters(), lr=1e-3, precision="stochastic")
     model(tp_batch(0, 0)).backward()
-    before = {n: _dist.local(p.detach()).clone() for n, p in model.named_parameters()}
+    before = {n: local(p.detach()).clone() for n, p in model.named_parameters()}
     try:
         opt.step()
         f.append("stochastic rounding of a Shard(1) bf16 tensor was not refused")
     except RuntimeError as e:
         f.expect("one run of the tensor's flat offsets" in str(e), f"unexpected message: {e}")
-    f.expect(all(torch.equal(_dist.local(p.detach()), before[n]) for n, p in model.named_parameters()),
+    f.expect(all(torch.equal(local(p.detach()), before[n]) for n, p in model.named_parameters()),
              "a refused step modified a parameter")
 
 
@@ -402,7 +417,7 @@ def sc_dcp(f, ctx):
             opt.step()
             opt.zero_grad()
         osd = get_optimizer_state_dict(model, opt)
-        f.expect(_dist.is_dtensor(osd["state"]["lin1.weight"]["exp_avg"]), f"dcp {kind}: state saved as plain tensors")
+        f.expect(is_dtensor(osd["state"]["lin1.weight"]["exp_avg"]), f"dcp {kind}: state saved as plain tensors")
         f.expect(not any(k in st for st in osd["state"].values() for k in ("param_stamp", "sumsq")),
                  f"dcp {kind}: derived state was saved")
         dcp.save({"model": get_model_state_dict(model), "optim": osd}, checkpoint_id=path)
@@ -466,6 +481,75 @@ def sc_hsdp(f, ctx):
                       nan={1: ((1, 3), "lin1.weight")} if kind == "tiger" else None)
 
 
+def sc_full_state_load(f, ctx):
+    """load_state_dict between layouts: a one-process (full tensor) state into a sharded optimizer
+    (each rank keeps its part) and a sharded state into a one-process optimizer (gathered); the
+    next step then equals the one-process step bit for bit."""
+    rank = dist.get_rank()
+    for kind in ("lion", "tiger"):
+        model, ref = _fresh(torch.bfloat16)
+        fsdp(model)
+        opt, ref_opt = make_opt(kind, model, precision="kahan"), make_opt(kind, ref, precision="kahan")
+        for step in range(2):
+            model(net_batch(step, rank)).backward()
+            for p, rp in zip(model.parameters(), ref.parameters()):
+                rp.grad = full(p.grad).clone()
+            opt.step(), ref_opt.step()
+            opt.zero_grad(), ref_opt.zero_grad()
+        opt2 = make_opt(kind, model, precision="kahan")  # a fresh sharded optimizer
+        opt2.load_state_dict(ref_opt.state_dict())         # full -> sharded
+        f.expect(all(is_dtensor(opt2.state[p]["exp_avg"]) for p in model.parameters()),
+                 f"full->sharded {kind}: the state is not sharded")
+        compare(f, f"full->sharded {kind}", model, ref, opt2, ref_opt)
+        model(net_batch(5, rank)).backward()
+        for p, rp in zip(model.parameters(), ref.parameters()):
+            rp.grad = full(p.grad).clone()
+        opt2.step(), ref_opt.step()
+        compare(f, f"full->sharded {kind}, next step", model, ref, opt2, ref_opt)
+        ref2, _ = _fresh(torch.bfloat16)
+        ref2_opt = make_opt(kind, ref2, precision="kahan")
+        ref2_opt.load_state_dict(opt2.state_dict())  # sharded -> full: gathers
+        for rp, q in zip(ref.parameters(), ref2.parameters()):
+            f.expect(not is_dtensor(ref2_opt.state[q]["exp_avg"]) and
+                     torch.equal(ref2_opt.state[q]["exp_avg"], ref_opt.state[rp]["exp_avg"]) and
+                     torch.equal(ref2_opt.state[q]["kahan_comp"], ref_opt.state[rp]["kahan_comp"]),
+                     f"sharded->full {kind}: state differs")
+
+
+def sc_step_in_backward(f, ctx):
+    """step_in_backward on FSDP2 and on tensor-parallel parameters (FSDP2 runs the sharded
+    parameters' post-accumulate-grad hooks after its reduce-scatter) equals backward-then-step()
+    bit for bit, for Lion and Tiger (one collective per parameter then)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from tigercore.optim.in_backward import step_in_backward
+    rank = dist.get_rank()
+    for kind in ("lion", "tiger"):
+        for how in ("fsdp", "tp"):
+            if how == "fsdp":
+                a, _ = _fresh()
+                b, _ = _fresh()
+                fsdp(a), fsdp(b)
+                batch = net_batch
+            else:
+                mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+                a, _ = _fresh(cls=TPNet)
+                b, _ = _fresh(cls=TPNet)
+                tp(a, mesh), tp(b, mesh)
+                batch = tp_batch
+            opt_a, opt_b = make_opt(kind, a), make_opt(kind, b)
+            handle = step_in_backward(a, opt_a)
+            for step in range(3):
+                a(batch(step, rank)).backward()
+                b(batch(step, rank)).backward()
+                opt_b.step()
+                opt_b.zero_grad()
+            handle.remove()
+            for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+                f.expect(torch.equal(full(p.detach()), full(q.detach())), f"{kind} {how}: {n} differs in backward")
+                f.expect(torch.equal(full(opt_a.state[p]["exp_avg"]), full(opt_b.state[q]["exp_avg"])),
+                         f"{kind} {how}: momentum of {n} differs in backward")
+
+
 SCENARIOS = {
     "lion_fsdp": sc_lion_fsdp,
     **{f"lion_bf16_{m}": sc_lion_bf16(m) for m in ("none", "kahan", "stochastic", "master")},
@@ -480,6 +564,8 @@ SCENARIOS = {
     "mixed_refused": sc_mixed_refused,
     "ddp": sc_ddp,
     "dcp": sc_dcp,
+    "step_in_backward": sc_step_in_backward,
+    "full_state_load": sc_full_state_load,
     "fsdp_2d_tp": sc_fsdp_2d_tp,
     "hsdp": sc_hsdp,
 }
