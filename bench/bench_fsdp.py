@@ -109,7 +109,9 @@ def count_collectives(fn):
 
 
 CANDIDATES = {
-    "AdamW (torch, foreach)": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.01),
+    "AdamW (torch default)": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.01),
+    "AdamW (torch, foreach)": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.01, foreach=True),
+    "AdamW (torch, fused)": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.01, fused=True),
     "Lion": lambda m: Lion(m.parameters(), lr=1e-4, weight_decay=0.1),
     "Tiger": lambda m: Tiger(tiger_groups(m), lr=1e-3),
 }
@@ -147,7 +149,7 @@ def worker(rank, world, args, out):
             times[name].append(dt.item() * 1e3)
     if rank == 0:
         ms = {name: statistics.median(v) for name, v in times.items()}
-        base = ms["AdamW (torch, foreach)"]
+        base = ms["AdamW (torch default)"]
         print(f"{args.shapes} ({numel_of(shapes) / 1e6:.0f}M parameters), {args.dtype}, FSDP2 over {world} gloo "
               f"processes, {args.threads} thread(s) each, {args.rounds} rounds; load before: {args.load}")
         print(f"{'optimizer':>24s} {'ms/step':>9s} {'vs AdamW':>9s}")

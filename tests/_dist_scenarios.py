@@ -138,7 +138,7 @@ def check_tiger_sums(f, tag, opt, pre, record, lr):
     return same_eta, seen
 
 
-def compare(f, tag, model, ref, opt, ref_opt, *, exact=True, eta_slack=None):
+def compare(f, tag, model, ref, opt, ref_opt, *, exact=True, counters=True):
     for (name, p), (_, rp) in zip(model.named_parameters(), ref.named_parameters()):
         a, b = full(p.detach()), rp.detach()
         if exact:
@@ -147,7 +147,8 @@ def compare(f, tag, model, ref, opt, ref_opt, *, exact=True, eta_slack=None):
         for key in ("exp_avg", "master_param", "kahan_comp"):
             if key in ref_opt.state[rp]:
                 f.expect(torch.equal(full(opt.state[p][key]), ref_opt.state[rp][key]), f"{tag}: state {key} of {name} differs")
-        f.expect(int(opt.state[p]["step"]) == int(ref_opt.state[rp]["step"]), f"{tag}: step counter of {name} differs")
+        if counters:  # (a skipped step advances no counter: the reference does not see it)
+            f.expect(int(opt.state[p]["step"]) == int(ref_opt.state[rp]["step"]), f"{tag}: step counter of {name} differs")
 
 
 # ---- models --------------------------------------------------------------------------------------------------
@@ -516,6 +517,38 @@ def sc_full_state_load(f, ctx):
                      f"sharded->full {kind}: state differs")
 
 
+def sc_sharded_grad_scaler(f, ctx):
+    """torch's ShardedGradScaler with scaler.unscale_(opt) before scaler.step(opt): an Inf in one
+    rank's gradient shard skips the step on every rank (its unscale_ all-reduces found_inf); a
+    finite step equals one process given the unscaled gradients."""
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+    rank = dist.get_rank()
+    for kind in ("lion", "tiger"):
+        model, ref = _fresh()
+        fsdp(model)
+        opt, ref_opt = make_opt(kind, model), make_opt(kind, ref)
+        scaler = ShardedGradScaler(device="cpu", init_scale=1024.0)
+        for step in range(3):
+            scaler.scale(model(net_batch(step, rank))).backward()
+            if step == 1 and rank == 1:
+                local(model.lin1.weight.grad).view(-1)[0] = float("inf")
+            before = {n: full(p.detach()).clone() for n, p in model.named_parameters()}
+            scaler.unscale_(opt)
+            grads = [full(p.grad).clone() for p in model.parameters()]
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+            if step == 1:
+                f.expect(all(torch.equal(full(p.detach()), before[n]) for n, p in model.named_parameters()),
+                         f"scaler {kind}: a step with an Inf on rank 1 was not skipped on rank {rank}")
+                continue
+            for rp, g in zip(ref.parameters(), grads):
+                rp.grad = g
+            ref_opt.step()
+            ref_opt.zero_grad()
+            compare(f, f"scaler {kind} step {step}", model, ref, opt, ref_opt, counters=False)
+
+
 def sc_step_in_backward(f, ctx):
     """step_in_backward on FSDP2 and on tensor-parallel parameters (FSDP2 runs the sharded
     parameters' post-accumulate-grad hooks after its reduce-scatter) equals backward-then-step()
@@ -566,6 +599,7 @@ SCENARIOS = {
     "dcp": sc_dcp,
     "step_in_backward": sc_step_in_backward,
     "full_state_load": sc_full_state_load,
+    "sharded_grad_scaler": sc_sharded_grad_scaler,
     "fsdp_2d_tp": sc_fsdp_2d_tp,
     "hsdp": sc_hsdp,
 }

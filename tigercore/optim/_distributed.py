@@ -249,7 +249,9 @@ def _plan_packing(opt, batches):
     flags; along a mesh dimension where a tensor is Replicate only coordinate 0 writes. After one
     all_reduce(SUM) each slot holds the exact global sum of the partial sums (the zeros add
     exactly) and each flag the number of ranks that saw a non-finite gradient. Unsharded tensors
-    and E tensors with whole local rows need nothing: their local values are the global ones."""
+    and E tensors with whole local rows need nothing: their local values are the global ones. (A
+    slot for them would only add zeros: for FSDP2's row-sharded GPT-2 embedding 50257 doubles,
+    400 KB per step, against 1.5 KB for everything else.)"""
     sizes: dict = {}   # mesh -> slots so far (insertion order = order of first use, same on all ranks)
     packs = []
     for group, _, sub, _, params, _ in batches:
