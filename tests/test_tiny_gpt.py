@@ -107,7 +107,7 @@ def test_accumulation_modes_and_scheduler_calls():
 
 def test_tiger_accumulation_tracks_the_large_batch():
     """k = 2 micro-batches of 2 sequences (accumulated in Tiger's momentum) against 1 batch of the
-    same 4 sequences: equal in exact arithmetic (optimizers.md §2.5), here within fp32 rounding."""
+    same 4 sequences: equal in exact arithmetic (docs/semantics.md, "Accumulation"), here within fp32 rounding."""
     def opt(k):
         return lambda m: Tiger(tiger_param_groups(m), lr=2e-2, grad_accum_steps=k)
     kw = dict(config=TINY_TEST_CONFIG, threads=1)

@@ -1,4 +1,4 @@
-"""Per-dtype tolerances against float64 oracles (style.md §7; bitsandbytes' values).
+"""Per-dtype tolerances against float64 oracles (the values bitsandbytes tests with).
 
 Native kernels and the reference compute the same function, so those two are compared bitwise;
 these tolerances apply only against a float64 oracle."""

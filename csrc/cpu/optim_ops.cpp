@@ -106,10 +106,8 @@ void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
                    const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, param_ids, lr, grad_scale, found_inf,
                     elem_offsets};
-  const Precision mode = host::parse_precision(precision);
-  const StepHyper hyper = host::lion_hyper(beta1, beta2, weight_decay, maximize, seed);
-  StepPlan plan = host::plan_step("lion_step_", in, hyper, mode, at::kCPU, /*read_steps=*/true);
-  host::sync_external_writes(params, aux, stamps, {}, mode, compiled);
+  const StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
+                                              at::kCPU, /*read_steps=*/true);
   if (found_inf_is_set(found_inf)) return host::record_stamps(params, stamps);
   const KernelTable& k = active_kernels();
   WorkQueue list;  // [note: one region, dynamic tasks]: one batch, no checks
@@ -182,22 +180,11 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
                     at::IntArrayRef elem_offsets) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, param_ids, lr, grad_scale, found_inf,
                     elem_offsets};
-  const Precision mode = host::parse_precision(precision);
-  const TigerClass cls = host::parse_tiger_class(tiger_class);
-  const StepHyper hyper = host::tiger_hyper(beta, weight_decay, grad_accum_steps, cls, shrink_ratio, shrink_center,
-                                            nonfinite_guard, rms_floor, maximize, seed);
-  StepPlan plan = host::plan_step("tiger_step_", in, hyper, mode, at::kCPU, /*read_steps=*/true);
+  StepPlan plan = host::begin_tiger_step(in, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio,
+                                         shrink_center, nonfinite_guard, rms_floor, maximize, precision, seed,
+                                         compiled, eta, nonfinite, at::kCPU, /*read_steps=*/true);
   const size_t n = plan.tensors.size();
-  if (eta.has_value() && cls != TigerClass::kV)
-    TORCH_CHECK(eta->scalar_type() == at::kDouble && eta->numel() == plan.rows && eta->is_cpu() && eta->is_contiguous(),
-                "tigercore::tiger_step_: eta must be a float64 tensor of ", plan.rows,
-                " step size(s) (one per tensor or row)");
-  if (nonfinite.has_value())
-    TORCH_CHECK(nonfinite->scalar_type() == at::kBool && nonfinite->numel() == int64_t(n) && nonfinite->is_cpu() &&
-                    nonfinite->is_contiguous(),
-                "tigercore::tiger_step_: nonfinite must be a bool tensor of ", n, " flag(s) (one per tensor)");
-  const at::TensorList carried = cls == TigerClass::kV ? at::TensorList() : sumsq;
-  host::sync_external_writes(params, aux, stamps, carried, mode, compiled);
+  const at::TensorList carried = host::carried_sums(in, plan.call.hyper);
   if (found_inf_is_set(found_inf)) return host::record_stamps(params, stamps);
 
   for (StepTensor& t : plan.tensors) t.update = tiger_is_update_step(t.step, grad_accum_steps);
@@ -265,31 +252,12 @@ std::tuple<at::Tensor, at::Tensor> tiger_stats_cpu(at::TensorList params, at::Te
                                                    at::TensorList sumsq, c10::string_view tiger_class,
                                                    c10::string_view precision,
                                                    const std::optional<at::Tensor>& grad_scale) {
-  const Precision mode = host::parse_precision(precision);
-  const TigerClass cls = host::parse_tiger_class(tiger_class);
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n, "tigercore::tiger_stats: params and grads must have the same length, got ", n,
-              ", ", grads.size());
-  host::check_aux("tiger_stats", params, aux, mode);
-  host::check_sumsq("tiger_stats", sumsq, params, cls);
-  std::vector<StepTensor> tensors(n);
-  std::vector<int64_t> row0(n + 1, 0);
-  for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = params[i];
-    TORCH_CHECK(p.is_cpu() && p.is_contiguous() && grads[i].sizes() == p.sizes() &&
-                    grads[i].scalar_type() == p.scalar_type() && grads[i].is_cpu() && grads[i].is_contiguous(),
-                "tigercore::tiger_stats: params[", i, "] and grads[", i,
-                "] must be contiguous CPU tensors of one shape and dtype");
-    StepTensor& t = tensors[i];
-    t.param_dtype = host::to_dtype(p.scalar_type());
-    t.mode = (p.scalar_type() == at::kHalf || p.scalar_type() == at::kBFloat16) ? mode : Precision::kNone;
-    t.param = p.data_ptr();
-    t.grad = grads[i].data_ptr();
-    t.aux = t.mode == Precision::kMaster ? aux[i].data_ptr() : nullptr;
-    t.numel = p.numel();
-    t.row_len = cls == TigerClass::kE && p.dim() >= 1 ? p.size(-1) : p.numel();
-    row0[i + 1] = row0[i] + host::rms_rows(p, cls);
-  }
+  const StepPlan plan = host::plan_tiger_stats(params, grads, aux, sumsq, tiger_class, precision, grad_scale,
+                                               at::kCPU);
+  const std::vector<StepTensor>& tensors = plan.tensors;
+  const size_t n = tensors.size();
+  std::vector<int64_t> row0(plan.row0);
+  row0.push_back(plan.rows);
   at::Tensor out_sums = at::zeros({row0[n]}, at::dtype(at::kDouble));
   at::Tensor out_flags = at::zeros({int64_t(n)}, at::dtype(at::kBool));
   std::vector<std::vector<double>> sums(n);

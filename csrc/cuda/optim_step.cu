@@ -90,10 +90,9 @@ void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList 
                     const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, param_ids, lr, grad_scale, found_inf,
                     elem_offsets};
-  const Precision mode = host::parse_precision(precision);
-  const StepHyper hyper = host::lion_hyper(beta1, beta2, weight_decay, maximize, seed);
-  const StepPlan plan = host::plan_step("lion_step_", in, hyper, mode, at::kCUDA, /*read_steps=*/false);
-  host::sync_external_writes(params, aux, stamps, {}, mode, compiled);
+  const StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
+                                              at::kCUDA, /*read_steps=*/false);
+  const StepHyper& hyper = plan.call.hyper;
   if (!params.empty()) {
     const c10::cuda::CUDAGuard guard(params[0].device());
     std::vector<at::Tensor> keep;
@@ -113,25 +112,13 @@ void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                      at::IntArrayRef elem_offsets) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, param_ids, lr, grad_scale, found_inf,
                     elem_offsets};
-  const Precision mode = host::parse_precision(precision);
-  const TigerClass cls = host::parse_tiger_class(tiger_class);
-  const StepHyper hyper = host::tiger_hyper(beta, weight_decay, grad_accum_steps, cls, shrink_ratio, shrink_center,
-                                            nonfinite_guard, rms_floor, maximize, seed);
-  const StepPlan plan = host::plan_step("tiger_step_", in, hyper, mode, at::kCUDA, /*read_steps=*/false);
+  const StepPlan plan = host::begin_tiger_step(in, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio,
+                                               shrink_center, nonfinite_guard, rms_floor, maximize, precision, seed,
+                                               compiled, eta, nonfinite, at::kCUDA, /*read_steps=*/false);
+  const StepHyper& hyper = plan.call.hyper;
   const size_t n = plan.tensors.size();
-  const bool given_eta = eta.has_value() && cls != TigerClass::kV;
-  if (given_eta)
-    TORCH_CHECK(eta->scalar_type() == at::kDouble && eta->numel() == plan.rows && eta->is_contiguous() &&
-                    (n == 0 || eta->device() == params[0].device()),
-                "tigercore::tiger_step_: eta must be a contiguous float64 tensor of ", plan.rows,
-                " step size(s) (one per tensor or row) on the params' device");
-  if (nonfinite.has_value())
-    TORCH_CHECK(nonfinite->scalar_type() == at::kBool && nonfinite->numel() == int64_t(n) &&
-                    nonfinite->is_contiguous() && (n == 0 || nonfinite->device() == params[0].device()),
-                "tigercore::tiger_step_: nonfinite must be a contiguous bool tensor of ", n,
-                " flag(s) (one per tensor) on the params' device");
-  const at::TensorList carried = cls == TigerClass::kV ? at::TensorList() : sumsq;
-  host::sync_external_writes(params, aux, stamps, carried, mode, compiled);
+  const bool given_eta = eta.has_value() && hyper.tiger_class != TigerClass::kV;
+  const at::TensorList carried = host::carried_sums(in, hyper);
   if (n > 0) {
     const c10::cuda::CUDAGuard guard(params[0].device());
     std::vector<at::Tensor> keep;
@@ -155,42 +142,10 @@ std::tuple<at::Tensor, at::Tensor> tiger_stats_cuda(at::TensorList params, at::T
                                                     at::TensorList sumsq, c10::string_view tiger_class,
                                                     c10::string_view precision,
                                                     const std::optional<at::Tensor>& grad_scale) {
-  const Precision mode = host::parse_precision(precision);
-  const TigerClass cls = host::parse_tiger_class(tiger_class);
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n, "tigercore::tiger_stats: params and grads must have the same length, got ", n,
-              ", ", grads.size());
-  host::check_aux("tiger_stats", params, aux, mode);
-  host::check_sumsq("tiger_stats", sumsq, params, cls);
+  const StepPlan plan = host::plan_tiger_stats(params, grads, aux, sumsq, tiger_class, precision, grad_scale,
+                                               at::kCUDA);
+  const size_t n = plan.tensors.size();
   const at::Device device = n > 0 ? params[0].device() : at::Device(at::kCPU);
-  StepPlan plan;
-  plan.call = StepCall{};
-  plan.call.hyper.algo = Algo::kTiger;
-  plan.call.hyper.tiger_class = cls;
-  plan.call.hyper.grad_accum_steps = 1;
-  for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = params[i];
-    const at::Tensor& g = grads[i];
-    TORCH_CHECK(p.is_cuda() && p.is_contiguous() && g.sizes() == p.sizes() && g.scalar_type() == p.scalar_type() &&
-                    g.device() == p.device() && g.is_contiguous(),
-                "tigercore::tiger_stats: params[", i, "] and grads[", i,
-                "] must be contiguous tensors on one CUDA device, of one shape and dtype");
-    StepTensor t{};
-    t.param_dtype = host::to_dtype(p.scalar_type());
-    t.momentum_dtype = DType::kFloat32;  // no momentum: only the parameter side of the kernel key matters
-    t.mode = (p.scalar_type() == at::kHalf || p.scalar_type() == at::kBFloat16) ? mode : Precision::kNone;
-    t.param = p.data_ptr();
-    t.grad = g.data_ptr();
-    t.aux = t.mode == Precision::kMaster ? aux[i].data_ptr() : nullptr;
-    t.numel = p.numel();
-    t.row_len = cls == TigerClass::kE && p.dim() >= 1 ? p.size(-1) : p.numel();
-    plan.tensors.push_back(t);
-    plan.row0.push_back(plan.rows);
-    plan.rows += host::rms_rows(p, cls);
-  }
-  if (grad_scale.has_value())
-    TORCH_CHECK(grad_scale->numel() == 1 && at::isFloatingType(grad_scale->scalar_type()),
-                "tigercore::tiger_stats: grad_scale must be a one-element floating tensor");
   at::Tensor sums = at::zeros({plan.rows}, at::dtype(at::kDouble).device(device));
   at::Tensor flags = at::zeros({int64_t(n)}, at::dtype(at::kInt).device(device));
   if (n > 0) {

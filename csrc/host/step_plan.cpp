@@ -325,5 +325,83 @@ void bump_versions(const StepArgs& in, const std::vector<char>& params_written) 
   }
 }
 
+StepPlan begin_lion_step(const StepArgs& in, double beta1, double beta2, double weight_decay, bool maximize,
+                         c10::string_view precision, int64_t seed, bool compiled, c10::DeviceType device_type,
+                         bool read_steps) {
+  const Precision mode = parse_precision(precision);
+  const StepHyper hyper = lion_hyper(beta1, beta2, weight_decay, maximize, seed);
+  StepPlan plan = plan_step("lion_step_", in, hyper, mode, device_type, read_steps);
+  sync_external_writes(in.params, in.aux, in.stamps, {}, mode, compiled);
+  return plan;
+}
+
+StepPlan begin_tiger_step(const StepArgs& in, double beta, double weight_decay, int64_t grad_accum_steps,
+                          c10::string_view tiger_class, double shrink_ratio, double shrink_center,
+                          bool nonfinite_guard, double rms_floor, bool maximize, c10::string_view precision,
+                          int64_t seed, bool compiled, const std::optional<at::Tensor>& eta,
+                          const std::optional<at::Tensor>& nonfinite, c10::DeviceType device_type, bool read_steps) {
+  const Precision mode = parse_precision(precision);
+  const TigerClass cls = parse_tiger_class(tiger_class);
+  const StepHyper hyper = tiger_hyper(beta, weight_decay, grad_accum_steps, cls, shrink_ratio, shrink_center,
+                                      nonfinite_guard, rms_floor, maximize, seed);
+  StepPlan plan = plan_step("tiger_step_", in, hyper, mode, device_type, read_steps);
+  const size_t n = plan.tensors.size();
+  const auto on_params_device = [&](const at::Tensor& t) { return n == 0 || t.device() == in.params[0].device(); };
+  if (eta.has_value() && cls != TigerClass::kV)
+    TORCH_CHECK(eta->scalar_type() == at::kDouble && eta->numel() == plan.rows && eta->is_contiguous() &&
+                    on_params_device(*eta),
+                "tigercore::tiger_step_: eta must be a contiguous float64 tensor of ", plan.rows,
+                " step size(s) (one per tensor or row) on the params' device");
+  if (nonfinite.has_value())
+    TORCH_CHECK(nonfinite->scalar_type() == at::kBool && nonfinite->numel() == int64_t(n) &&
+                    nonfinite->is_contiguous() && on_params_device(*nonfinite),
+                "tigercore::tiger_step_: nonfinite must be a contiguous bool tensor of ", n,
+                " flag(s) (one per tensor) on the params' device");
+  sync_external_writes(in.params, in.aux, in.stamps, carried_sums(in, hyper), mode, compiled);
+  return plan;
+}
+
+StepPlan plan_tiger_stats(at::TensorList params, at::TensorList grads, at::TensorList aux, at::TensorList sumsq,
+                          c10::string_view tiger_class, c10::string_view precision,
+                          const std::optional<at::Tensor>& grad_scale, c10::DeviceType device_type) {
+  const Precision mode = parse_precision(precision);
+  const TigerClass cls = parse_tiger_class(tiger_class);
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n, "tigercore::tiger_stats: params and grads must have the same length, got ", n,
+              ", ", grads.size());
+  check_aux("tiger_stats", params, aux, mode);
+  check_sumsq("tiger_stats", sumsq, params, cls);
+  if (grad_scale.has_value())
+    TORCH_CHECK(grad_scale->numel() == 1 && at::isFloatingType(grad_scale->scalar_type()),
+                "tigercore::tiger_stats: grad_scale must be a one-element floating tensor");
+  StepPlan plan;
+  plan.call = StepCall{};
+  plan.call.hyper.algo = Algo::kTiger;
+  plan.call.hyper.tiger_class = cls;
+  plan.call.hyper.grad_accum_steps = 1;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(p.device().type() == device_type && p.is_contiguous() && g.sizes() == p.sizes() &&
+                    g.scalar_type() == p.scalar_type() && g.device() == p.device() && g.is_contiguous() &&
+                    p.device() == params[0].device(),
+                "tigercore::tiger_stats: params[", i, "] and grads[", i, "] must be contiguous tensors on one ",
+                c10::DeviceTypeName(device_type), " device, of one shape and dtype");
+    StepTensor t{};
+    t.param_dtype = to_dtype(p.scalar_type());
+    t.momentum_dtype = DType::kFloat32;  // no momentum: only the parameter side of the kernel key matters
+    t.mode = (p.scalar_type() == at::kHalf || p.scalar_type() == at::kBFloat16) ? mode : Precision::kNone;
+    t.param = p.data_ptr();
+    t.grad = g.data_ptr();
+    t.aux = t.mode == Precision::kMaster ? aux[i].data_ptr() : nullptr;
+    t.numel = p.numel();
+    t.row_len = cls == TigerClass::kE && p.dim() >= 1 ? p.size(-1) : p.numel();
+    plan.tensors.push_back(t);
+    plan.row0.push_back(plan.rows);
+    plan.rows += rms_rows(p, cls);
+  }
+  return plan;
+}
+
 }  // namespace host
 }  // namespace tigercore

@@ -47,6 +47,28 @@ struct StepPlan {
 StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, Precision mode,
                    c10::DeviceType device_type, bool read_steps);
 
+// The host side of a step op's entry before its kernels run, the same on every device: parse the
+// string arguments, derive the hyperparameters, plan and check every input (Tiger: also the
+// caller's `eta` and `nonfinite`, on the params' device), then apply the external-write rule
+// ([note: external writes]). Nothing is modified unless every check passed.
+StepPlan begin_lion_step(const StepArgs& in, double beta1, double beta2, double weight_decay, bool maximize,
+                         c10::string_view precision, int64_t seed, bool compiled, c10::DeviceType device_type,
+                         bool read_steps);
+StepPlan begin_tiger_step(const StepArgs& in, double beta, double weight_decay, int64_t grad_accum_steps,
+                          c10::string_view tiger_class, double shrink_ratio, double shrink_center,
+                          bool nonfinite_guard, double rms_floor, bool maximize, c10::string_view precision,
+                          int64_t seed, bool compiled, const std::optional<at::Tensor>& eta,
+                          const std::optional<at::Tensor>& nonfinite, c10::DeviceType device_type, bool read_steps);
+// The plan of tiger_stats, the same on every device: checks, and per tensor its description
+// (parameter side only) and first row (plan.row0; plan.rows in all).
+StepPlan plan_tiger_stats(at::TensorList params, at::TensorList grads, at::TensorList aux, at::TensorList sumsq,
+                          c10::string_view tiger_class, c10::string_view precision,
+                          const std::optional<at::Tensor>& grad_scale, c10::DeviceType device_type);
+// Tiger's carried sums of squares as the kernels use them: none for class V.
+inline at::TensorList carried_sums(const StepArgs& in, const StepHyper& hyper) {
+  return hyper.tiger_class == TigerClass::kV ? at::TensorList() : in.sumsq;
+}
+
 // Rows over which Tiger takes an RMS: 1 (K, V) or one per slice of the last dimension (E).
 int64_t rms_rows(const at::Tensor& p, TigerClass cls);
 void check_sumsq(const char* op, at::TensorList sumsq, at::TensorList params, TigerClass cls);
