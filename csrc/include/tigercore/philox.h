@@ -31,7 +31,8 @@ TC_FN uint4x32 philox4x32_10(uint4x32 c, uint32_t k0, uint32_t k1) {
 // The random word for element i of parameter p at step t (state['step'] on entry) is word
 // (i mod 4) of Philox4x32-10 with counter (lo(i/4), hi(i/4), lo(t), hi(t)) and key (seed, p).
 // It depends on nothing else (not on threads, chunking or device), so the reference, the CPU
-// kernel and the CUDA kernel round identically.
+// kernel and the CUDA kernel round identically. The CUDA kernels call this per element; the CPU
+// loops compute the same words many counters at a time (csrc/cpu/sr_words.h).
 TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i) {
   const uint64_t q = i >> 2;
   const uint4x32 r = philox4x32_10(
@@ -41,29 +42,11 @@ TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i)
   return (i & 2u) ? hi : lo;
 }
 
-// The words of elements [begin, end) into out[0 .. end-begin): one Philox call per aligned group
-// of four (the CPU loops precompute a chunk's words this way instead of one call per element).
-TC_FN void sr_random_words(uint32_t seed, uint32_t p, uint64_t t, uint64_t begin, uint64_t end, uint32_t* out) {
-  uint64_t i = begin;
-  for (; i < end && (i & 3u) != 0; ++i) out[i - begin] = sr_random_word(seed, p, t, i);
-  const uint64_t quads = (end - i) / 4;
-  uint32_t* o = out + (i - begin);
-  for (uint64_t j = 0; j < quads; ++j) {
-    const uint64_t q = (i >> 2) + j;
-    const uint4x32 r = philox4x32_10(uint4x32{uint32_t(q), uint32_t(q >> 32), uint32_t(t), uint32_t(t >> 32)}, seed, p);
-    o[4 * j] = r.x;
-    o[4 * j + 1] = r.y;
-    o[4 * j + 2] = r.z;
-    o[4 * j + 3] = r.w;
-  }
-  for (i += 4 * quads; i < end; ++i) out[i - begin] = sr_random_word(seed, p, t, i);
-}
-
-// bf16: add the top 16 random bits below the kept mantissa, then truncate.
+// bf16: add the top 16 random bits below the kept mantissa, then truncate; NaN -> 0x7FC0.
+// Selects, not an early return: the CPU loops vectorise it (csrc/cpu/sr_words.h supplies r).
 TC_FN uint16_t float_to_bf16_stochastic(float x, uint32_t r) {
   const uint32_t u = float_as_bits(x);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t(0x7FC0u);
-  return uint16_t((u + (r >> 16)) >> 16);
+  return uint16_t(select_u32((u & 0x7FFFFFFFu) > 0x7F800000u, 0x7FC0u, (u + (r >> 16)) >> 16));
 }
 
 // fp16: lo = x rounded toward zero, hi = next fp16 away from zero (Inf beyond 65504, spacing 32);
@@ -81,7 +64,8 @@ TC_FN uint16_t float_to_fp16_stochastic(float x, uint32_t r) {
   const float ulp = bits_as_float(select_u32(hi == 0x7C00u, float_as_bits(32.0f),
                                              float_as_bits(fp16_to_float(uint16_t(hi)) - lo_f)));
   const float threshold = (ax - lo_f) * (16777216.0f / ulp);
-  const uint32_t out = sign | select_u32(float(r >> 8) < threshold, hi, lo);
+  // r >> 8 < 2^24 converts exactly; as a signed int so that AVX2 converts it in one instruction
+  const uint32_t out = sign | select_u32(float(int32_t(r >> 8)) < threshold, hi, lo);
   return uint16_t(select_u32((ux & 0x7FFFFFFFu) > 0x7F800000u, 0x7E00u, out));  // NaN
 }
 
