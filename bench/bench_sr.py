@@ -1,13 +1,14 @@
-"""Stochastic rounding against the other precision modes on bf16 parameters (issue 14, item 4):
+"""Stochastic rounding against the other precision modes on bf16 (or fp16) parameters (issue 14, item 4):
 Lion and Tiger with precision "master", "stochastic" and "none" (fp32 momentum), timed interleaved
 round by round in one process (tigercore.benchmarks.timing.interleaved_step_ms), on GPT-2-small
-shapes (124M) and a small byte-level GPT (0.84M), 1 and 2 threads. Prints median ms per step, GB/s
-(bytes a step must move: bf16 param read+written and grad read, fp32 momentum read+written, and
-master's fp32 copy read+written) and the stochastic/master ratios; --json saves the rows and
---compare OLD.json prints them next to an earlier run's (e.g. the build before a change).
+shapes (124M), a small byte-level GPT (0.84M) or one large tensor (16.8M), 1 and 2 threads.
+Prints median ms per step, GB/s (bytes a step must move: 16-bit param read+written and grad read,
+fp32 momentum read+written, and master's fp32 copy read+written) and the stochastic/master
+ratios; --json saves the rows and --compare OLD.json prints them next to an earlier run's (e.g.
+the build before a change).
 
-    python bench/bench_sr.py [--shapes gpt2-small,small-gpt] [--threads 1,2] [--rounds 9]
-        [--algos Lion,Tiger] [--json out.json] [--compare old.json]
+    python bench/bench_sr.py [--shapes gpt2-small,small-gpt,large] [--threads 1,2] [--rounds 9]
+        [--algos Lion,Tiger] [--dtype bfloat16|float16] [--json out.json] [--compare old.json]
 """
 import argparse
 import json
@@ -37,18 +38,23 @@ def small_gpt(vocab=256, d=128, layers=4, ctx=128):
     return shapes + [("ln_f.weight", (d,)), ("ln_f.bias", (d,))]
 
 
-SHAPES = {"gpt2-small": gpt2_small, "small-gpt": small_gpt}
+def large():
+    """One 4096 x 4096 tensor (16.8M elements): far larger than the caches."""
+    return [("w", (4096, 4096))]
+
+
+SHAPES = {"gpt2-small": gpt2_small, "small-gpt": small_gpt, "large": large}
 ALGOS = {"Lion": lambda ps, mode: tc_optim.Lion(ps, lr=1e-4, precision=mode),
          "Tiger": lambda ps, mode: tc_optim.Tiger(ps, lr=1e-3, precision=mode)}
 
 
-def measure(shapes, algo: str, rounds: int) -> dict:
+def measure(shapes, algo: str, rounds: int, dtype=torch.bfloat16) -> dict:
     """{mode: (ms, GB/s)} for one algorithm, the three modes timed interleaved."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "none" warns once about lost small steps
         opts, params = {}, {}
         for mode in MODES:
-            params[mode] = make_params(shapes, torch.bfloat16)
+            params[mode] = make_params(shapes, dtype)
             opts[mode] = ALGOS[algo](params[mode], mode)
         ms = interleaved_step_ms(opts, rounds)
     out = {}
@@ -59,7 +65,7 @@ def measure(shapes, algo: str, rounds: int) -> dict:
 
 
 def key(row):
-    return (row["shapes"], row["algo"], row["threads"])
+    return (row["shapes"], row["algo"], row["threads"], row.get("dtype", "bfloat16"))
 
 
 def print_rows(rows, old=None):
@@ -87,6 +93,7 @@ def main(argv=None) -> list:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--algos", default="Lion,Tiger")
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16"), help="parameter dtype")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--compare", help="rows of an earlier run (--json) to print alongside")
     args = ap.parse_args(argv)
@@ -107,14 +114,15 @@ def main(argv=None) -> list:
     for spec in args.shapes.split(","):
         shapes = SHAPES[spec]()
         # small shapes: many more rounds for the same time, steadier medians
-        rounds = args.rounds if spec == "gpt2-small" else max(args.rounds, 15) * 10
+        rounds = max(args.rounds, 15) * 10 if spec == "small-gpt" else args.rounds
         for algo in args.algos.split(","):
             for nt in (int(t) for t in args.threads.split(",")):
                 torch.set_num_threads(nt)
-                rows.append({"shapes": spec, "algo": algo, "threads": nt, **measure(shapes, algo, rounds)})
+                rows.append({"shapes": spec, "algo": algo, "threads": nt, "dtype": args.dtype,
+                             **measure(shapes, algo, rounds, getattr(torch, args.dtype))})
     torch.set_num_threads(default_threads)
     print_rows(rows, json.load(open(args.compare)) if args.compare else None)
-    print(f"bf16 parameters, fp32 momentum; load average at end {os.getloadavg()}")
+    print(f"{args.dtype} parameters, fp32 momentum; load average at end {os.getloadavg()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -98,6 +98,7 @@ double lion_loop(const StepCall& call, const StepTensor& t, int64_t begin, int64
   const int64_t block = sr.block_len(begin, end);
   for (int64_t b = begin; b < end; b += block) {
     const int64_t e = std::min(end, b + block);
+    sr_prefetch<kMode>(b, e, param, grad, mom);
     const auto words = sr.words(b, e);
     for (int64_t i = b; i < e; ++i) {
       const T g = load_grad<P, kScaled>(grad, i, scale);
@@ -140,8 +141,11 @@ double tiger_update_range(const StepCall& call, const StepTensor& t, int64_t beg
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
   SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)});
-  return for_each_summing(begin, end, sr.block_len(begin, end), [&](int64_t b, int64_t e) TC_INLINE_LAMBDA { return sr.words(b, e); },
-                          [&](int64_t i, const auto& words) TC_INLINE_LAMBDA -> T {
+  const auto prepare = [&](int64_t b, int64_t e) TC_INLINE_LAMBDA {
+    sr_prefetch<kMode>(b, e, param, grad, mom);
+    return sr.words(b, e);
+  };
+  return for_each_summing(begin, end, sr.block_len(begin, end), prepare, [&](int64_t i, const auto& words) TC_INLINE_LAMBDA -> T {
     const T g = load_grad<P, kScaled>(grad, i, scale);
     const T m = step.momentum(T(storage<M>::load(mom, i)), g);
     momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
@@ -162,8 +166,12 @@ double tiger_shrink_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
   SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)});
-  return for_each_summing(begin, end, sr.block_len(begin, end), [&](int64_t b, int64_t e) TC_INLINE_LAMBDA { return sr.words(b, e); },
-                          [&](int64_t i, const auto& words) TC_INLINE_LAMBDA -> T {
+  const auto prepare = [&](int64_t b, int64_t e) TC_INLINE_LAMBDA {
+    if constexpr (kScaled) sr_prefetch<kMode>(b, e, grad);
+    sr_prefetch<kMode>(b, e, param);
+    return sr.words(b, e);
+  };
+  return for_each_summing(begin, end, sr.block_len(begin, end), prepare, [&](int64_t i, const auto& words) TC_INLINE_LAMBDA -> T {
     if constexpr (kScaled) load_grad<P, true>(grad, i, scale);
     const T w_old = Access::load(param, aux, i);
     return Access::store_r(param, aux, i, w_old, shrink(w_old), words[i]);

@@ -52,21 +52,31 @@ TC_FN uint16_t float_to_bf16_stochastic(float x, uint32_t r) {
 // fp16: lo = x rounded toward zero, hi = next fp16 away from zero (Inf beyond 65504, spacing 32);
 // take hi iff (r >> 8) < 2^24 * (|x| - |lo|) / (|hi| - |lo|). The right side is exact in fp32:
 // |x| - |lo| is exact (Sterbenz) and |hi| - |lo| is a power of two.
+// Computed without conversions or a division (the CPU loops vectorise it; same bits as the
+// reference's formula, tigercore/reference/numerics.py::stochastic_round):
+//  - lo by truncation: from 2^-14 up, dropping 13 mantissa bits and rebiasing the exponent; below,
+//    |x| * 2^24 (exact) truncated to an integer; saturated at 65504 (0x7BFF), whose hi is Inf;
+//  - |hi| - |lo| = 2^(max(E, 1) - 25) for lo's exponent field E (subnormals and [2^-14, 2^-13)
+//    have 2^-24; 65504 -> Inf counts as 32, E = 30), so 2^24 / (|hi| - |lo|) = 2^(49 - max(E, 1)).
 TC_FN uint16_t float_to_fp16_stochastic(float x, uint32_t r) {
   const uint32_t ux = float_as_bits(x);
-  const uint32_t sign = (ux >> 16) & 0x8000u;
-  const float ax = bits_as_float(ux & 0x7FFFFFFFu);
-  const uint32_t rne = float_to_fp16_rne(ax);                              // magnitude, RNE
-  const bool above = (rne == 0x7C00u) | (fp16_to_float(uint16_t(rne)) > ax);  // no short circuit
-  const uint32_t lo = select_u32(above, rne - 1u, rne);                    // toward zero
-  const uint32_t hi = lo + 1u;
-  const float lo_f = fp16_to_float(uint16_t(lo));
-  const float ulp = bits_as_float(select_u32(hi == 0x7C00u, float_as_bits(32.0f),
-                                             float_as_bits(fp16_to_float(uint16_t(hi)) - lo_f)));
-  const float threshold = (ax - lo_f) * (16777216.0f / ulp);
+  const uint32_t a = ux & 0x7FFFFFFFu;
+  const float ax = bits_as_float(a);
+  const bool normal = a >= 0x38800000u;                                       // |x| >= 2^-14
+  const float sub = bits_as_float(select_u32(normal, 0u, a));                  // in range for the cast
+  const uint32_t sub_lo = uint32_t(int32_t(sub * 16777216.0f));              // < 1024: truncates
+  uint32_t lo = select_u32(normal, (a - 0x38000000u) >> 13, sub_lo);
+  float lo_f = bits_as_float(select_u32(normal, a & 0xFFFFE000u,
+                                        float_as_bits(float(int32_t(sub_lo)) * 5.9604644775390625e-08f)));
+  const bool big = a >= 0x477FE000u;                                          // |x| >= 65504 (or Inf/NaN)
+  lo = select_u32(big, 0x7BFFu, lo);
+  lo_f = bits_as_float(select_u32(big, 0x477FE000u, float_as_bits(lo_f)));
+  const uint32_t e = lo >> 10;
+  const float scale = bits_as_float((176u - select_u32(e == 0u, 1u, e)) << 23);
+  const float threshold = (ax - lo_f) * scale;
   // r >> 8 < 2^24 converts exactly; as a signed int so that AVX2 converts it in one instruction
-  const uint32_t out = sign | select_u32(float(int32_t(r >> 8)) < threshold, hi, lo);
-  return uint16_t(select_u32((ux & 0x7FFFFFFFu) > 0x7F800000u, 0x7E00u, out));  // NaN
+  const uint32_t out = (ux >> 16 & 0x8000u) | select_u32(float(int32_t(r >> 8)) < threshold, lo + 1u, lo);
+  return uint16_t(select_u32(a > 0x7F800000u, 0x7E00u, out));  // NaN
 }
 
 }  // namespace tigercore
