@@ -10,6 +10,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,12 @@ from tigercore.reference.numerics import stochastic_round
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "csrc" / "tests" / "sr_fp16_shim.cpp"
-FLAGS = ["-std=c++20", "-O3", "-ffp-contract=off", "-shared", "-fPIC", f"-I{ROOT / 'csrc' / 'include'}"]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_flags  # noqa: E402  (the release build's C++ flags: -O3, -ffp-contract=off, ...)
+
+_SPEC = build_flags.load()
+FLAGS = [*build_flags.flags(_SPEC, "cxx", {"release"}), "-shared", "-fPIC",
+         *(f"-I{d}" for d in build_flags.include_dirs(_SPEC))]
 ISA_FLAGS = {  # the target flags of csrc/cpu/kernels_*.cpp
     "generic": [],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],

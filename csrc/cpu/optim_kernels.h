@@ -94,7 +94,7 @@ double lion_loop(const StepCall& call, const StepTensor& t, int64_t begin, int64
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)});  // [note: stochastic rounding words on the CPU]
+  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, t.elem_offset);  // [note: stochastic rounding words on the CPU]
   const int64_t block = sr.block_len(begin, end);
   for (int64_t b = begin; b < end; b += block) {
     const int64_t e = std::min(end, b + block);
@@ -140,7 +140,7 @@ double tiger_update_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)});
+  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, t.elem_offset);
   const auto prepare = [&](int64_t b, int64_t e) TC_INLINE_LAMBDA {
     sr_prefetch<kMode>(b, e, param, grad, mom);
     return sr.words(b, e);
@@ -165,7 +165,7 @@ double tiger_shrink_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ param = static_cast<P*>(t.param);
   P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
-  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)});
+  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, t.elem_offset);
   const auto prepare = [&](int64_t b, int64_t e) TC_INLINE_LAMBDA {
     if constexpr (kScaled) sr_prefetch<kMode>(b, e, grad);
     sr_prefetch<kMode>(b, e, param);

@@ -186,22 +186,25 @@ struct NoWords {  // modes other than stochastic read no words
   TC_FORCEINLINE uint32_t operator[](int64_t) const { return 0u; }
 };
 
-// SrStream<kMode>: block_len(begin, end) is the length of the blocks a loop over [begin, end)
-// runs in (kSrBlock for kStochastic; the whole range otherwise), words(b, e) the words of the
-// block [b, e).
+// SrStream<kMode>(key, offset): block_len(begin, end) is the length of the blocks a loop over
+// [begin, end) runs in (kSrBlock for kStochastic; the whole range otherwise), words(b, e) the
+// words of the block [b, e) of local elements, read as words[i] for b <= i < e. The counter of
+// local element i is i + offset: a shard of a distributed tensor passes the flat offset of its
+// first element in the logical tensor (elem_offsets), so it rounds as the whole tensor would.
 template <Precision kMode>
 struct SrStream {
-  explicit SrStream(const SrKey&) {}
+  SrStream(const SrKey&, int64_t) {}
   static int64_t block_len(int64_t begin, int64_t end) { return end > begin ? end - begin : 1; }
   TC_FORCEINLINE NoWords words(int64_t, int64_t) { return {}; }
 };
 template <>
 struct SrStream<Precision::kStochastic> {
   SrKey key;
+  int64_t offset;  // the counter of local element i is i + offset
   alignas(64) uint32_t buf[kSrBufWords];
-  explicit SrStream(const SrKey& k) : key(k) {}
+  SrStream(const SrKey& k, int64_t off) : key(k), offset(off) {}
   static int64_t block_len(int64_t, int64_t) { return kSrBlock; }
-  TC_FORCEINLINE BlockWords words(int64_t b, int64_t e) { return {sr_words(key, uint64_t(b), e - b, buf), b}; }
+  TC_FORCEINLINE BlockWords words(int64_t b, int64_t e) { return {sr_words(key, uint64_t(b + offset), e - b, buf), b}; }
 };
 
 }  // namespace TC_ISA

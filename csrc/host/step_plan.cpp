@@ -152,6 +152,12 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
               in.exp_avgs.size(), ", ", in.steps.size());
   TORCH_CHECK(in.param_ids.size() == n, "tigercore::", op, ": param_ids must have one entry per param, got ",
               in.param_ids.size(), " for ", n, " params");
+  TORCH_CHECK(in.elem_offsets.empty() || in.elem_offsets.size() == n, "tigercore::", op,
+              ": elem_offsets must be empty or have one entry per param, got ", in.elem_offsets.size(), " for ", n,
+              " params");
+  for (size_t i = 0; i < in.elem_offsets.size(); ++i)
+    TORCH_CHECK(in.elem_offsets[i] >= 0, "tigercore::", op, ": elem_offsets[", i, "] must be >= 0, got ",
+                in.elem_offsets[i]);
   check_aux(op, in.params, in.aux, mode);
   check_stamps(op, in.stamps, in.params);
   const bool tiger = hyper.algo == Algo::kTiger;
@@ -236,6 +242,7 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
     t.numel = p.numel();
     t.row_len = (tiger && hyper.tiger_class == TigerClass::kE && p.dim() >= 1) ? p.size(-1) : p.numel();
     t.param_id = uint32_t(in.param_ids[i]);
+    t.elem_offset = in.elem_offsets.empty() ? 0 : in.elem_offsets[i];
     t.step = read_steps ? in.steps[i].item<int64_t>() : 0;
     t.shrink = false;
     t.update = true;

@@ -15,13 +15,14 @@
 namespace tigercore {
 namespace host {
 
-// The tensor arguments of a step op (stamps and sumsq may be empty lists).
+// The tensor arguments of a step op (stamps, sumsq and elem_offsets may be empty lists).
 struct StepArgs {
   at::TensorList params, grads, exp_avgs, aux, steps, stamps, sumsq;
   at::IntArrayRef param_ids;
   const at::Tensor& lr;
   const std::optional<at::Tensor>& grad_scale;
   const std::optional<at::Tensor>& found_inf;
+  at::IntArrayRef elem_offsets;  // per tensor: flat offset of its first element in the logical tensor
 };
 
 Precision parse_precision(c10::string_view s);

@@ -17,6 +17,7 @@ import torch
 
 from .. import _checks, _native
 from ..reference import optim as _ref
+from . import _distributed as _dist
 from ._warn import warn_user
 
 PRECISIONS = _checks.PRECISIONS
@@ -28,6 +29,7 @@ DERIVED_STATE = ("param_stamp", "sumsq")  # rebuilt from the parameters, never s
 
 def _storage_span(t: torch.Tensor):
     """[first byte, last byte + 1) of the memory a strided tensor can touch; None if empty."""
+    t = _dist.local(t)  # a DTensor's local shard
     if t.numel() == 0:
         return None
     lo = hi = t.storage_offset()
@@ -144,7 +146,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             elif key == "master_param" and key not in state:
                 state[key] = p.detach().float().clone(memory_format=torch.contiguous_format)
             if "param_stamp" not in state:
-                state["param_stamp"] = torch.tensor([p._version, p.data_ptr()], dtype=torch.int64)
+                lp = _dist.local(p)  # [note: local tensors]
+                state["param_stamp"] = torch.tensor([lp._version, lp.data_ptr()], dtype=torch.int64)
             for k, v in self._extra_state(p, group).items():
                 if k not in state or state[k].shape != v.shape:
                     state[k] = v
@@ -172,6 +175,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
     def _check_grad(self, p: torch.Tensor):
         g = p.grad
         name = type(self).__name__
+        if type(g) not in _dist.PLAIN_TYPES:
+            _dist.check_plain_grad(self, p, g)
         if g.is_sparse or g.layout != torch.strided:
             raise RuntimeError(f"{name} does not support sparse gradients")
         if g.is_complex() or p.is_complex():
@@ -259,11 +264,14 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                     continue
                 self._check_grad(p)
                 self._check_state(p, state)
+                mesh = None if type(p) in _dist.PLAIN_TYPES else _dist.mesh_of(p)  # DTensor parameters
+                if mesh is not None:
+                    _dist.check(self, p, state)
                 aux_key = self._aux_key(p)
                 tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
-                key = (p.device, self._batch_key(p, group), self._use_reference(tensors))
+                key = (p.device, self._batch_key(p, group), self._use_reference(tensors), mesh)
                 by_key[key].append((p, pid))
-            for (device, sub, use_ref), items in by_key.items():
+            for (device, sub, use_ref, _), items in by_key.items():
                 batches.append((group, device, sub, use_ref, [p for p, _ in items], [i for _, i in items]))
         return batches, without_grad
 
@@ -289,8 +297,12 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             return loss
         try:
             batches, without_grad = self._plan_step()
+            sharded = [b for b in batches if _dist.is_dtensor(b[4][0])]
             for group, device, sub, use_ref, params, ids in batches:
-                self._run_batch(group, params, ids, device, sub, use_ref)
+                if not sharded or not _dist.is_dtensor(params[0]):
+                    self._run_batch(group, params, ids, device, sub, use_ref)
+            if sharded:  # DTensor parameters: tigercore/optim/_distributed.py
+                _dist.run_batches(self, sharded)
             self._advance_skipped(without_grad)
         except BaseException:
             self._forget_gradscaler()
@@ -307,6 +319,9 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         self._check_grad(p)
         self._check_state(p, state)
+        if type(p) not in _dist.PLAIN_TYPES and _dist.mesh_of(p) is not None:  # a DTensor parameter
+            _dist.check(self, p, state)
+            return _dist.run_batches(self, [(group, p.device, self._batch_key(p, group), False, [p], [ordinal])])
         aux_key = self._aux_key(p)
         tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
         self._run_batch(group, [p], [ordinal], p.device, self._batch_key(p, group), self._use_reference(tensors))
@@ -408,12 +423,12 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         for pid, st in saved_state.items():
             p = id_to_param[pid]
             mine = self.state[p]
-            if "exp_avg" in st:
-                mine["exp_avg"] = st["exp_avg"].to(device=p.device, dtype=self._momentum_dtype_for(p),
-                                                   copy=True).contiguous()
+            if "exp_avg" in st:  # like_param: in the parameter's (DTensor) layout
+                mine["exp_avg"] = _dist.like_param(st["exp_avg"], p).to(
+                    device=p.device, dtype=self._momentum_dtype_for(p), copy=True).contiguous()
             for key, dtype in (("master_param", torch.float32), ("kahan_comp", p.dtype)):
                 if key in st and self._aux_key(p) == key:
-                    mine[key] = st[key].to(device=p.device, dtype=dtype, copy=True).contiguous()
+                    mine[key] = _dist.like_param(st[key], p).to(device=p.device, dtype=dtype, copy=True).contiguous()
                 elif key in mine and self._aux_key(p) != key:
                     del mine[key]
             if "step" in st:
