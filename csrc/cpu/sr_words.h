@@ -149,9 +149,10 @@ TC_FORCEINLINE void philox_block(uint32_t k0, uint32_t k1, uint64_t t, uint64_t 
 // that numbers its elements from an offset passes first = offset + its own index.
 // Before computing a block's words the loops prefetch the block's parameter, gradient and
 // momentum (sr_prefetch), so that memory is read while Philox computes instead of after it: on a
-// tensor larger than the caches this took Lion's stochastic step on one thread from ~1.2x to ~0.9x
-// the master mode's time (bench/bench_sr.py, docs/sr_speed.md). Blocks of 256 elements measured
-// best (128-512 are within ~10%; without the prefetch the block length barely matters).
+// 16.8M-element tensor, one thread, this took the stochastic step from 1.10x to 0.95x the master
+// mode's time for Lion and from 1.15x to 0.99x for Tiger (bench/bench_sr.py, docs/sr_speed.md).
+// Blocks of 256 elements measured best (128-512 are within ~10%; without the prefetch the block
+// length barely matters).
 constexpr int64_t kSrBlock = 256;  // a multiple of kLanes (optim_kernels.h) and of kPhiloxWords
 constexpr int64_t kSrBufWords = kSrBlock + kPhiloxWords;  // a block's words start at an element 4q
 static_assert(kSrBlock % kPhiloxWords == 0, "kSrBlock must hold whole Philox blocks");
