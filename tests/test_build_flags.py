@@ -283,7 +283,10 @@ def test_sources_found_by_directory(builds):
     assert "csrc/newdir/helper.cpp" in listed
     assert ("csrc/newdir/helper_kernels.cu" in listed) == cuda and ("csrc/cuda/host_side.cpp" in listed) == cuda
     tests = {t for t, _ in cmake_cmds.values() if t != "_C"}
-    assert tests == {"test_math", "test_mta", "test_probe"}, tests
+    in_tree = {f[:-len(".cpp")] for f in os.listdir(os.path.join(ROOT, "csrc", "tests"))
+               if f.startswith("test_") and f.endswith(".cpp")}  # not e.g. csrc/tests/sr_fp16_shim.cpp
+    assert {"test_math", "test_mta", "test_sr_words"} <= in_tree, in_tree
+    assert tests == in_tree | {"test_probe"}, tests
 
 
 @needs_cmake

@@ -5,13 +5,19 @@
 // (tigercore/kernel_key.h). Reference: tigercore/reference/optim.py.
 #pragma once
 #include <algorithm>
-#include <vector>
 
 #include "kernel_table.h"
+#include "sr_words.h"
 #include "tigercore/kernel_key.h"
 
 #ifndef TC_ISA
 #error "define TC_ISA (the namespace of this instruction-set variant) before including"
+#endif
+
+// A lambda body that must be inlined into its loop (GCC otherwise outlines the larger ones, e.g.
+// fp16 stores, and the loop then calls it per element instead of vectorising it).
+#ifndef TC_INLINE_LAMBDA
+#define TC_INLINE_LAMBDA __attribute__((always_inline))
 #endif
 
 namespace tigercore {
@@ -26,46 +32,37 @@ namespace TC_ISA {
 // into Tiger's update loop and when it is computed afresh, so both give identical bits.
 constexpr int kLanes = 32;
 
-// body(i) for i in [begin, end), summing double(body(i))^2 in the lane pattern above.
-template <typename Body>
-inline __attribute__((always_inline)) double for_each_summing(int64_t begin, int64_t end, Body&& body) {
+// body(i, words) for i in [begin, end), summing double(body(...))^2 in the lane pattern above,
+// in blocks of `block` elements (a multiple of kLanes, or the whole range) with the block's
+// stochastic-rounding words from prepare(b, e): a block boundary falls on a lane-0 element, so the
+// sums are the same for any block length.
+template <typename Prepare, typename Body>
+inline __attribute__((always_inline)) double for_each_summing(int64_t begin, int64_t end, int64_t block,
+                                                               Prepare&& prepare, Body&& body) {
   double lanes[kLanes] = {};
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const double x = double(body(i + l));
+  for (int64_t b = begin; b < end; b += block) {
+    const int64_t e = std::min(end, b + block);
+    const auto words = prepare(b, e);
+    int64_t i = b;
+    for (; i + kLanes <= e; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const double x = double(body(i + l, words));
+        lanes[l] += x * x;
+      }
+    for (int l = 0; i < e; ++i, ++l) {
+      const double x = double(body(i, words));
       lanes[l] += x * x;
     }
-  for (int l = 0; i < end; ++i, ++l) {
-    const double x = double(body(i));
-    lanes[l] += x * x;
   }
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += lanes[l];
   return s;
 }
-
-// [note: stochastic rounding words on the CPU]
-// A chunk's Philox words are computed first, one call per four elements, into a buffer that the
-// update loop then reads by element index; the words are the same as sr_random_word's (philox.h),
-// so CPU, CUDA and the reference round identically. Other modes compute nothing. The counter of
-// local element i is i + offset: a shard of a distributed tensor passes the flat offset of its
-// first element in the logical tensor (elem_offsets), so it rounds as the whole tensor would.
-template <Precision kMode>
-struct SrWords {
-  std::vector<uint32_t> words;
-  int64_t begin = 0;
-  SrWords(const SrKey& key, int64_t b, int64_t e, int64_t offset) : begin(b) {
-    if constexpr (kMode == Precision::kStochastic) {
-      words.resize(size_t(e - b));
-      sr_random_words(key.seed, key.param_id, key.step, uint64_t(b + offset), uint64_t(e + offset), words.data());
-    }
-  }
-  uint32_t operator[](int64_t i) const {  // the word of element i (begin <= i < end)
-    if constexpr (kMode == Precision::kStochastic) return words[size_t(i - begin)];
-    else return 0u;
-  }
-};
+template <typename Body>
+inline __attribute__((always_inline)) double for_each_summing(int64_t begin, int64_t end, Body&& body) {
+  return for_each_summing(begin, end, end > begin ? end - begin : 1, [](int64_t, int64_t) { return NoWords{}; },
+                          [&](int64_t i, NoWords) { return body(i); });
+}
 
 // [note: GradScaler]
 // With GradScaler's grad_scale the gradient is divided by it (the correctly rounded quotient)
@@ -97,15 +94,21 @@ double lion_loop(const StepCall& call, const StepTensor& t, int64_t begin, int64
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end, t.elem_offset);
-  for (int64_t i = begin; i < end; ++i) {
-    const T g = load_grad<P, kScaled>(grad, i, scale);
-    T m = T(storage<M>::load(mom, i));
-    const T w_old = Access::load(param, aux, i);
-    T w = w_old;
-    step(w, m, g);
-    Access::store_r(param, aux, i, w_old, w, sr[i]);
-    momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
+  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, t.elem_offset);  // [note: stochastic rounding words on the CPU]
+  const int64_t block = sr.block_len(begin, end);
+  for (int64_t b = begin; b < end; b += block) {
+    const int64_t e = std::min(end, b + block);
+    sr_prefetch<kMode>(b, e, param, grad, mom);
+    const auto words = sr.words(b, e);
+    for (int64_t i = b; i < e; ++i) {
+      const T g = load_grad<P, kScaled>(grad, i, scale);
+      T m = T(storage<M>::load(mom, i));
+      const T w_old = Access::load(param, aux, i);
+      T w = w_old;
+      step(w, m, g);
+      Access::store_r(param, aux, i, w_old, w, words[i]);
+      momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
+    }
   }
   return 0.0;
 }
@@ -137,13 +140,17 @@ double tiger_update_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end, t.elem_offset);
-  return for_each_summing(begin, end, [&](int64_t i) -> T {
+  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, t.elem_offset);
+  const auto prepare = [&](int64_t b, int64_t e) TC_INLINE_LAMBDA {
+    sr_prefetch<kMode>(b, e, param, grad, mom);
+    return sr.words(b, e);
+  };
+  return for_each_summing(begin, end, sr.block_len(begin, end), prepare, [&](int64_t i, const auto& words) TC_INLINE_LAMBDA -> T {
     const T g = load_grad<P, kScaled>(grad, i, scale);
     const T m = step.momentum(T(storage<M>::load(mom, i)), g);
     momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
     const T w_old = Access::load(param, aux, i);
-    return Access::store_r(param, aux, i, w_old, step.param(w_old, m, eta), sr[i]);
+    return Access::store_r(param, aux, i, w_old, step.param(w_old, m, eta), words[i]);
   });
 }
 
@@ -158,11 +165,16 @@ double tiger_shrink_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ param = static_cast<P*>(t.param);
   P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
-  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end, t.elem_offset);
-  return for_each_summing(begin, end, [&](int64_t i) -> T {
+  SrStream<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, t.elem_offset);
+  const auto prepare = [&](int64_t b, int64_t e) TC_INLINE_LAMBDA {
+    if constexpr (kScaled) sr_prefetch<kMode>(b, e, grad);
+    sr_prefetch<kMode>(b, e, param);
+    return sr.words(b, e);
+  };
+  return for_each_summing(begin, end, sr.block_len(begin, end), prepare, [&](int64_t i, const auto& words) TC_INLINE_LAMBDA -> T {
     if constexpr (kScaled) load_grad<P, true>(grad, i, scale);
     const T w_old = Access::load(param, aux, i);
-    return Access::store_r(param, aux, i, w_old, shrink(w_old), sr[i]);
+    return Access::store_r(param, aux, i, w_old, shrink(w_old), words[i]);
   });
 }
 

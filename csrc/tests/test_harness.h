@@ -44,8 +44,8 @@ struct Bulk {
   }
 };
 
-static uint32_t fbits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
-static float bitsf(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+[[maybe_unused]] static uint32_t fbits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+[[maybe_unused]] static float bitsf(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 
 // splitmix64: a fixed, portable stream of test inputs.
 struct Rng {

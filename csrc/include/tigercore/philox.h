@@ -31,7 +31,8 @@ TC_FN uint4x32 philox4x32_10(uint4x32 c, uint32_t k0, uint32_t k1) {
 // The random word for element i of parameter p at step t (state['step'] on entry) is word
 // (i mod 4) of Philox4x32-10 with counter (lo(i/4), hi(i/4), lo(t), hi(t)) and key (seed, p).
 // It depends on nothing else (not on threads, chunking or device), so the reference, the CPU
-// kernel and the CUDA kernel round identically.
+// kernel and the CUDA kernel round identically. The CUDA kernels call this per element; the CPU
+// loops compute the same words many counters at a time (csrc/cpu/sr_words.h).
 TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i) {
   const uint64_t q = i >> 2;
   const uint4x32 r = philox4x32_10(
@@ -41,48 +42,41 @@ TC_FN uint32_t sr_random_word(uint32_t seed, uint32_t p, uint64_t t, uint64_t i)
   return (i & 2u) ? hi : lo;
 }
 
-// The words of elements [begin, end) into out[0 .. end-begin): one Philox call per aligned group
-// of four (the CPU loops precompute a chunk's words this way instead of one call per element).
-TC_FN void sr_random_words(uint32_t seed, uint32_t p, uint64_t t, uint64_t begin, uint64_t end, uint32_t* out) {
-  uint64_t i = begin;
-  for (; i < end && (i & 3u) != 0; ++i) out[i - begin] = sr_random_word(seed, p, t, i);
-  const uint64_t quads = (end - i) / 4;
-  uint32_t* o = out + (i - begin);
-  for (uint64_t j = 0; j < quads; ++j) {
-    const uint64_t q = (i >> 2) + j;
-    const uint4x32 r = philox4x32_10(uint4x32{uint32_t(q), uint32_t(q >> 32), uint32_t(t), uint32_t(t >> 32)}, seed, p);
-    o[4 * j] = r.x;
-    o[4 * j + 1] = r.y;
-    o[4 * j + 2] = r.z;
-    o[4 * j + 3] = r.w;
-  }
-  for (i += 4 * quads; i < end; ++i) out[i - begin] = sr_random_word(seed, p, t, i);
-}
-
-// bf16: add the top 16 random bits below the kept mantissa, then truncate.
+// bf16: add the top 16 random bits below the kept mantissa, then truncate; NaN -> 0x7FC0.
+// Selects, not an early return: the CPU loops vectorise it (csrc/cpu/sr_words.h supplies r).
 TC_FN uint16_t float_to_bf16_stochastic(float x, uint32_t r) {
   const uint32_t u = float_as_bits(x);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t(0x7FC0u);
-  return uint16_t((u + (r >> 16)) >> 16);
+  return uint16_t(select_u32((u & 0x7FFFFFFFu) > 0x7F800000u, 0x7FC0u, (u + (r >> 16)) >> 16));
 }
 
 // fp16: lo = x rounded toward zero, hi = next fp16 away from zero (Inf beyond 65504, spacing 32);
 // take hi iff (r >> 8) < 2^24 * (|x| - |lo|) / (|hi| - |lo|). The right side is exact in fp32:
 // |x| - |lo| is exact (Sterbenz) and |hi| - |lo| is a power of two.
+// Computed without conversions or a division (the CPU loops vectorise it; same bits as the
+// reference's formula, tigercore/reference/numerics.py::stochastic_round):
+//  - lo by truncation: from 2^-14 up, dropping 13 mantissa bits and rebiasing the exponent; below,
+//    |x| * 2^24 (exact) truncated to an integer; saturated at 65504 (0x7BFF), whose hi is Inf;
+//  - |hi| - |lo| = 2^(max(E, 1) - 25) for lo's exponent field E (subnormals and [2^-14, 2^-13)
+//    have 2^-24; 65504 -> Inf counts as 32, E = 30), so 2^24 / (|hi| - |lo|) = 2^(49 - max(E, 1)).
 TC_FN uint16_t float_to_fp16_stochastic(float x, uint32_t r) {
   const uint32_t ux = float_as_bits(x);
-  const uint32_t sign = (ux >> 16) & 0x8000u;
-  const float ax = bits_as_float(ux & 0x7FFFFFFFu);
-  const uint32_t rne = float_to_fp16_rne(ax);                              // magnitude, RNE
-  const bool above = (rne == 0x7C00u) | (fp16_to_float(uint16_t(rne)) > ax);  // no short circuit
-  const uint32_t lo = select_u32(above, rne - 1u, rne);                    // toward zero
-  const uint32_t hi = lo + 1u;
-  const float lo_f = fp16_to_float(uint16_t(lo));
-  const float ulp = bits_as_float(select_u32(hi == 0x7C00u, float_as_bits(32.0f),
-                                             float_as_bits(fp16_to_float(uint16_t(hi)) - lo_f)));
-  const float threshold = (ax - lo_f) * (16777216.0f / ulp);
-  const uint32_t out = sign | select_u32(float(r >> 8) < threshold, hi, lo);
-  return uint16_t(select_u32((ux & 0x7FFFFFFFu) > 0x7F800000u, 0x7E00u, out));  // NaN
+  const uint32_t a = ux & 0x7FFFFFFFu;
+  const float ax = bits_as_float(a);
+  const bool normal = a >= 0x38800000u;                                       // |x| >= 2^-14
+  const float sub = bits_as_float(select_u32(normal, 0u, a));                  // in range for the cast
+  const uint32_t sub_lo = uint32_t(int32_t(sub * 16777216.0f));              // < 1024: truncates
+  uint32_t lo = select_u32(normal, (a - 0x38000000u) >> 13, sub_lo);
+  float lo_f = bits_as_float(select_u32(normal, a & 0xFFFFE000u,
+                                        float_as_bits(float(int32_t(sub_lo)) * 5.9604644775390625e-08f)));
+  const bool big = a >= 0x477FE000u;                                          // |x| >= 65504 (or Inf/NaN)
+  lo = select_u32(big, 0x7BFFu, lo);
+  lo_f = bits_as_float(select_u32(big, 0x477FE000u, float_as_bits(lo_f)));
+  const uint32_t e = lo >> 10;
+  const float scale = bits_as_float((176u - select_u32(e == 0u, 1u, e)) << 23);
+  const float threshold = (ax - lo_f) * scale;
+  // r >> 8 < 2^24 converts exactly; as a signed int so that AVX2 converts it in one instruction
+  const uint32_t out = (ux >> 16 & 0x8000u) | select_u32(float(int32_t(r >> 8)) < threshold, lo + 1u, lo);
+  return uint16_t(select_u32(a > 0x7F800000u, 0x7E00u, out));  // NaN
 }
 
 }  // namespace tigercore
