@@ -1,6 +1,6 @@
 """tigercore.optim.recipe (AdamW -> Lion -> Tiger hyperparameters) against closed forms computed here
 in float64, its input validation, and the rules of docs/recipe.md for LR schedulers under Tiger's
-gradient accumulation, shown on real tensors against the update formula of optimizers.md §2.2-2.5
+gradient accumulation, shown on real tensors against the update formula of docs/semantics.md ("Tiger")
 (m = beta*m + (1-beta)*mean(g); theta -= lr*PL(nk-1)*RMS(theta)*(sign(m) + wd*theta)).
 """
 import math
@@ -234,7 +234,7 @@ def _tiger(k, seed=0):
 
 
 def _formula_update(theta, m, eta):
-    """optimizers.md §2.1/§2.3 class K, in float64 numpy: theta - eta*RMS(theta)*(sign(m) + wd*theta)."""
+    """docs/semantics.md ("Tiger") class K, in float64 numpy: theta - eta*RMS(theta)*(sign(m) + wd*theta)."""
     th = theta.detach().numpy().astype(np.float64)
     rms = np.sqrt(np.mean(th ** 2))
     return th - eta * rms * (np.sign(m) + WD * th)
@@ -319,7 +319,8 @@ def test_lr_on_non_final_micro_steps_is_ignored(dtype):
             model(x[torch.randperm(7)[:4]]).square().sum().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return [p.detach().clone() for p in model.parameters()], [opt.state[p]["exp_avg"].clone() for p in model.parameters()]
+        params = list(model.parameters())
+        return [p.detach().clone() for p in params], [opt.state[p]["exp_avg"].clone() for p in params]
 
     ref = run(lambda t: LR)
     odd = run(lambda t: LR if t % k == k - 1 else (0.0 if t % 2 else 777.0))

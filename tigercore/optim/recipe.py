@@ -221,4 +221,5 @@ def knots_in_micro_steps(knots: dict, grad_accum_steps: int, from_zero: bool = T
     return dict(sorted(out.items()))
 
 
-__all__ = ["DEFAULT_FACTOR", "knots_in_micro_steps", "adamw_to_lion", "lion_to_tiger", "lion_to_tiger_groups", "adamw_to_tiger", "weight_rms"]
+__all__ = ["DEFAULT_FACTOR", "knots_in_micro_steps", "adamw_to_lion", "lion_to_tiger", "lion_to_tiger_groups",
+           "adamw_to_tiger", "weight_rms"]
