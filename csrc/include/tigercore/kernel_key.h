@@ -21,14 +21,16 @@ struct KernelKey {
 
 TC_FN bool is_16bit(DType d) { return d == DType::kFloat16 || d == DType::kBFloat16; }
 
-// fp64 params keep fp64 momentum (the plan checks); modes other than "none" exist only for 16-bit
-// params (the plan already reduces them; this keeps the key canonical).
+// fp64 params keep fp64 momentum unless it is 8-bit (the plan checks); modes other than "none"
+// exist only for 16-bit params (the plan already reduces them; this keeps the key canonical).
 inline KernelKey kernel_key(const StepTensor& t) {
-  const DType m = t.param_dtype == DType::kFloat64 ? DType::kFloat64 : t.momentum_dtype;
+  const DType m = t.param_dtype == DType::kFloat64 && t.momentum_dtype != DType::kCode8 ? DType::kFloat64
+                                                                                     : t.momentum_dtype;
   return KernelKey{t.param_dtype, m, is_16bit(t.param_dtype) ? t.mode : Precision::kNone};
 }
 
-// Elements per 16-byte vector: every array is then read with whole 16-byte loads.
+// Elements per 16-byte vector: every array is then read with whole 16-byte loads. (The 8-bit
+// momentum loops of the CUDA kernels use their own width, kQ8Vec: sign_step_block.h.)
 template <typename P, typename M>
 constexpr int vec_width() {
   return int(16 / (sizeof(P) < sizeof(M) ? sizeof(P) : sizeof(M)));
@@ -41,6 +43,7 @@ TC_FORCEINLINE void dispatch_dtype(DType d, F&& f) {
     case DType::kFloat64: return f(double{});
     case DType::kFloat16: return f(half_t{});
     case DType::kBFloat16: return f(bfloat16_t{});
+    case DType::kCode8: break;  // a momentum storage, never a parameter or gradient dtype
   }
   TC_UNREACHABLE();
 }
@@ -61,7 +64,9 @@ TC_FORCEINLINE void dispatch_mode(Precision mode, F&& f) {
   }
 }
 
-// Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation.
+// Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation. M is
+// code8_t for 8-bit momentum, with every param dtype and mode: per param dtype one instantiation
+// per mode more (fp32 1, fp64 1, fp16 4, bf16 4).
 template <typename F>
 TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
   dispatch_dtype(k.param, [&](auto p_tag) {
@@ -69,6 +74,7 @@ TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
     auto with_m = [&](auto m_tag) {
       dispatch_mode<P>(k.mode, [&](auto mode) { f(P{}, decltype(m_tag){}, mode); });
     };
+    if (k.momentum == DType::kCode8) return with_m(code8_t{});
     if constexpr (sizeof(P) == 8) {
       with_m(double{});
     } else {
@@ -76,7 +82,7 @@ TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
         case DType::kFloat32: return with_m(float{});
         case DType::kFloat16: return with_m(half_t{});
         case DType::kBFloat16: return with_m(bfloat16_t{});
-        case DType::kFloat64: break;
+        case DType::kFloat64: case DType::kCode8: break;
       }
       TC_UNREACHABLE();
     }
