@@ -106,6 +106,16 @@ def check_stamps(op, stamps, params):
             _fail(op, f"stamps[{i}] must be a two-element int64 CPU tensor (version counter, storage address)")
 
 
+def check_elem_offsets(op, elem_offsets, params):
+    """Empty, or per param the flat offset (>= 0) of its first element in the logical tensor."""
+    if len(elem_offsets) not in (0, len(params)):
+        _fail(op, f"elem_offsets must be empty or have one entry per param, got {len(elem_offsets)} for "
+                  f"{len(params)} params")
+    for i, off in enumerate(elem_offsets):
+        if int(off) < 0:
+            _fail(op, f"elem_offsets[{i}] must be >= 0, got {off}")
+
+
 def check_sumsq(op, sumsq, params, tiger_class):
     if len(sumsq) not in (0, len(params)):
         _fail(op, f"sumsq must be empty or have one tensor per param, got {len(sumsq)} for {len(params)} params")

@@ -1,5 +1,5 @@
 // dpm_ops.cpp — CPU entry points of tigercore::eps_stats, segment_moments and minplus_dp
-// (docs/semantics-dpm.md §9): checks (dpm_common.h), then threads over work whose split never
+// (docs/semantics-dpm.md §9): checks (host/dpm_plan.h), then threads over work whose split never
 // changes a result — eps_stats over fixed tiles, segment_moments over timesteps, minplus_dp over
 // rows of a column block. The loops are the per-ISA dpm_kernels.h; the trees and the argmin are
 // tigercore/dpm_math.h. Every result equals the reference (tigercore/reference/dpm.py) bitwise.
@@ -11,7 +11,7 @@
 #include <atomic>
 #include <vector>
 
-#include "../dpm_common.h"
+#include "host/dpm_plan.h"
 #include "kernel_table.h"
 #include "work_queue.h"
 
@@ -79,7 +79,7 @@ at::Tensor eps_stats_cpu(const at::Tensor& eps_pred, const std::optional<at::Ten
 // The CPU entry plans in one pass over the timesteps instead of a dozen tensor ops (sort, gather,
 // bincount, cumsums, reductions read back): a counting sort, stable, so the rows of a timestep
 // keep sample order, and the rows gathered in float64 (exact). At B = 256 the tensor-op plan was
-// ~40 us of a ~70 us call. The same plan as plan_segments (dpm_common.h), hence the same bits.
+// ~40 us of a ~70 us call. The same plan as plan_segments (host/dpm_plan.h), hence the same bits.
 struct HostSegments {
   at::Tensor x;                       // [B, k] float64, rows sorted stably by timestep
   std::vector<int64_t> first, count;  // per timestep 0..N

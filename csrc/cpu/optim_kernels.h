@@ -48,15 +48,17 @@ inline __attribute__((always_inline)) double for_each_summing(int64_t begin, int
 // [note: stochastic rounding words on the CPU]
 // A chunk's Philox words are computed first, one call per four elements, into a buffer that the
 // update loop then reads by element index; the words are the same as sr_random_word's (philox.h),
-// so CPU, CUDA and the reference round identically. Other modes compute nothing.
+// so CPU, CUDA and the reference round identically. Other modes compute nothing. The counter of
+// local element i is i + offset: a shard of a distributed tensor passes the flat offset of its
+// first element in the logical tensor (elem_offsets), so it rounds as the whole tensor would.
 template <Precision kMode>
 struct SrWords {
   std::vector<uint32_t> words;
   int64_t begin = 0;
-  SrWords(const SrKey& key, int64_t b, int64_t e) : begin(b) {
+  SrWords(const SrKey& key, int64_t b, int64_t e, int64_t offset) : begin(b) {
     if constexpr (kMode == Precision::kStochastic) {
       words.resize(size_t(e - b));
-      sr_random_words(key.seed, key.param_id, key.step, uint64_t(b), uint64_t(e), words.data());
+      sr_random_words(key.seed, key.param_id, key.step, uint64_t(b + offset), uint64_t(e + offset), words.data());
     }
   }
   uint32_t operator[](int64_t i) const {  // the word of element i (begin <= i < end)
@@ -95,7 +97,7 @@ double lion_loop(const StepCall& call, const StepTensor& t, int64_t begin, int64
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end);
+  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end, t.elem_offset);
   for (int64_t i = begin; i < end; ++i) {
     const T g = load_grad<P, kScaled>(grad, i, scale);
     T m = T(storage<M>::load(mom, i));
@@ -135,7 +137,7 @@ double tiger_update_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ grad = static_cast<P*>(t.grad);
   M* __restrict__ mom = static_cast<M*>(t.exp_avg);
   void* __restrict__ aux = t.aux;
-  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end);
+  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end, t.elem_offset);
   return for_each_summing(begin, end, [&](int64_t i) -> T {
     const T g = load_grad<P, kScaled>(grad, i, scale);
     const T m = step.momentum(T(storage<M>::load(mom, i)), g);
@@ -156,7 +158,7 @@ double tiger_shrink_range(const StepCall& call, const StepTensor& t, int64_t beg
   P* __restrict__ param = static_cast<P*>(t.param);
   P* __restrict__ grad = static_cast<P*>(t.grad);
   void* __restrict__ aux = t.aux;
-  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end);
+  const SrWords<kMode> sr(SrKey{call.hyper.seed, t.param_id, uint64_t(t.step)}, begin, end, t.elem_offset);
   return for_each_summing(begin, end, [&](int64_t i) -> T {
     if constexpr (kScaled) load_grad<P, true>(grad, i, scale);
     const T w_old = Access::load(param, aux, i);

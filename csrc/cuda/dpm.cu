@@ -4,7 +4,7 @@
 // segment_moments one thread per (timestep, entry), minplus_dp one launch per row k with a thread
 // per t. No floating-point atomics; every tree and
 // the argmin are tigercore/dpm_math.h, shared with the CPU, so the results equal the reference
-// (tigercore/reference/dpm.py) and the CPU kernels bitwise. Checks: csrc/dpm_common.h.
+// (tigercore/reference/dpm.py) and the CPU kernels bitwise. Checks: csrc/host/dpm_plan.h.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -14,7 +14,7 @@
 #include <climits>
 #include <type_traits>
 
-#include "../dpm_common.h"
+#include "host/dpm_plan.h"
 
 namespace tigercore {
 namespace cuda {

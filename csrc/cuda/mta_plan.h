@@ -98,6 +98,7 @@ struct MtaTensor {
   int64_t row0;         // Tiger: first row of this tensor in the plan's row layout (eta, stats)
   uint32_t param_id;    // stochastic-rounding key
   int32_t ordinal;      // index of the tensor in the call (its guard flag)
+  int64_t elem_offset;  // stochastic-rounding counter of element 0 (a shard's flat offset; StepTensor)
 };
 
 // Everything a launch knows about its tensors, passed by value as a kernel argument. Block b
@@ -222,7 +223,8 @@ std::vector<std::pair<Key, std::vector<int32_t>>> group_by(int32_t n, KeyOf&& ke
 }
 
 inline MtaTensor mta_tensor(const StepTensor& t, const int64_t* step, int64_t slot0, int64_t row0, int32_t ordinal) {
-  return MtaTensor{{t.param, t.grad, t.exp_avg, t.aux}, t.numel, t.row_len, step, slot0, row0, t.param_id, ordinal};
+  return MtaTensor{{t.param, t.grad, t.exp_avg, t.aux}, t.numel, t.row_len, step, slot0, row0, t.param_id, ordinal,
+                   t.elem_offset};
 }
 
 // Packs one launch; tensors[i] is the MtaTensor of call index i.

@@ -238,9 +238,10 @@ struct Block {
   TC_HOST_DEVICE void loop(const float* grad_scale, int tid, int nthreads, Body&& body) const {
     chunk_loop<kTouch, kVec, T>(grad_scale, param, grad, mom, aux, s.len, aligned, tid, nthreads, body);
   }
-  // Stores w_new per [note: precision modes]; the stochastic-rounding counter is the flat offset.
+  // Stores w_new per [note: precision modes]; the stochastic-rounding counter is the flat offset
+  // in the logical tensor (a shard's elem_offset plus the offset in the shard).
   TC_HOST_DEVICE void store(P* p, A* x, int32_t i, int32_t local, T w_old, T w_new) const {
-    Access::store_at(p, x, i, uint64_t(s.start + local), w_old, w_new, key);
+    Access::store_at(p, x, i, uint64_t(t.elem_offset + s.start + local), w_old, w_new, key);
   }
 };
 

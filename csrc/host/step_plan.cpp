@@ -155,6 +155,12 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
   TORCH_CHECK(in.absmax.empty() || in.absmax.size() == n, "tigercore::", op,
               ": exp_avg_absmax must be empty or have one tensor per param, got ", in.absmax.size(), " for ", n,
               " params");
+  TORCH_CHECK(in.elem_offsets.empty() || in.elem_offsets.size() == n, "tigercore::", op,
+              ": elem_offsets must be empty or have one entry per param, got ", in.elem_offsets.size(), " for ", n,
+              " params");
+  for (size_t i = 0; i < in.elem_offsets.size(); ++i)
+    TORCH_CHECK(in.elem_offsets[i] >= 0, "tigercore::", op, ": elem_offsets[", i, "] must be >= 0, got ",
+                in.elem_offsets[i]);
   check_aux(op, in.params, in.aux, mode);
   check_stamps(op, in.stamps, in.params);
   const bool tiger = hyper.algo == Algo::kTiger;
@@ -179,6 +185,9 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
     TORCH_CHECK(m.sizes() == p.sizes(), "tigercore::", op, ": exp_avgs[", i, "] has shape ", m.sizes(), " but params[",
                 i, "] has shape ", p.sizes());
     if (m.scalar_type() == at::kByte) {  // [note: 8-bit momentum]: codes and their block absmax
+      TORCH_CHECK(device_type == c10::DeviceType::CPU, "tigercore::", op, ": exp_avgs[", i,
+                  "] holds 8-bit momentum (uint8 codes), which the ", c10::DeviceTypeName(device_type),
+                  " kernels do not support yet; use momentum_bits=32 on this device, or backend='reference'");
       const int64_t blocks = (p.numel() + kQ8Block - 1) / kQ8Block;
       TORCH_CHECK(!in.absmax.empty(), "tigercore::", op, ": exp_avgs[", i,
                   "] is uint8 (8-bit momentum codes) but exp_avg_absmax is empty; pass one float32 tensor of "
@@ -251,6 +260,7 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
     t.numel = p.numel();
     t.row_len = (tiger && hyper.tiger_class == TigerClass::kE && p.dim() >= 1) ? p.size(-1) : p.numel();
     t.param_id = uint32_t(in.param_ids[i]);
+    t.elem_offset = in.elem_offsets.empty() ? 0 : in.elem_offsets[i];
     t.step = read_steps ? in.steps[i].item<int64_t>() : 0;
     t.shrink = false;
     t.update = true;

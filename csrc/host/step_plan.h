@@ -15,14 +15,15 @@
 namespace tigercore {
 namespace host {
 
-// The tensor arguments of a step op (stamps, sumsq and absmax may be empty lists; absmax: the block
-// absmax of each 8-bit momentum, [note: 8-bit momentum]).
+// The tensor arguments of a step op (stamps, sumsq, absmax and elem_offsets may be empty lists; absmax:
+// the block absmax of each 8-bit momentum, [note: 8-bit momentum]).
 struct StepArgs {
   at::TensorList params, grads, exp_avgs, aux, steps, stamps, sumsq, absmax;
   at::IntArrayRef param_ids;
   const at::Tensor& lr;
   const std::optional<at::Tensor>& grad_scale;
   const std::optional<at::Tensor>& found_inf;
+  at::IntArrayRef elem_offsets;  // per tensor: flat offset of its first element in the logical tensor
 };
 
 Precision parse_precision(c10::string_view s);

@@ -166,7 +166,7 @@ static void test_plan() {
   CHECK(update_blocks(ts[0]) == 1 && update_blocks(ts[1]) == 0 && update_blocks(ts[2]) == 4 && row_blocks(ts[0]) == 1);
 
   alignas(16) static unsigned char buf[64];
-  MtaTensor t{{buf, buf + 16, buf + 32, nullptr}, 0, 0, nullptr, 0, 0, 0, 0};
+  MtaTensor t{{buf, buf + 16, buf + 32, nullptr}, 0, 0, nullptr, 0, 0, 0, 0, 0};
   CHECK(chunk_is_aligned(t, 0, 4) && chunk_is_aligned(t, 8, 8) && !chunk_is_aligned(t, 2, 4));
   t.ptr[3] = buf + 2;
   CHECK(!chunk_is_aligned(t, 0, 4));
@@ -537,6 +537,7 @@ static Described describe(const Case& c, Problem& pr, bool read_steps) {
     t.aux = (t.mode == Precision::kKahan || t.mode == Precision::kMaster) ? pr.aux[i].data : nullptr;
     t.numel = pr.shapes[i].numel, t.row_len = pr.shapes[i].row_len;
     t.param_id = uint32_t(7 + i), t.step = read_steps ? pr.step[i] : 0, t.update = true;
+    t.elem_offset = i % 2 ? int64_t(i) * 4099 + 3 : 0;  // odd tensors: a shard's flat offset (not a multiple of 4)
     out.tensors.push_back(t);
     out.row0.push_back(out.rows);
     out.rows += plan_rows(c, pr.shapes[i]);

@@ -19,6 +19,7 @@ import torch
 from .. import _checks, _native
 from ..reference import momentum8 as _m8
 from ..reference import optim as _ref
+from . import _distributed as _dist
 from ._warn import warn_user
 
 PRECISIONS = _checks.PRECISIONS
@@ -33,6 +34,7 @@ DERIVED_STATE = ("param_stamp", "sumsq")  # rebuilt from the parameters, never s
 
 def _storage_span(t: torch.Tensor):
     """[first byte, last byte + 1) of the memory a strided tensor can touch; None if empty."""
+    t = _dist.local(t)  # a DTensor's local shard
     if t.numel() == 0:
         return None
     lo = hi = t.storage_offset()
@@ -149,6 +151,10 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             state = self.state[p]
             if "step" not in state:
                 state["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
+            if self.momentum_bits == 8 and _dist.is_dtensor(p):
+                raise NotImplementedError(f"{type(self).__name__}: momentum_bits=8 is not supported for DTensor "
+                                          "parameters (FSDP2/tensor parallel: a shard would split quantisation "
+                                          "blocks); use momentum_bits=32 there")
             if "exp_avg" not in state:
                 state["exp_avg"] = torch.zeros_like(p, dtype=self._momentum_dtype_for(p),
                                                     memory_format=torch.contiguous_format)
@@ -160,7 +166,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             elif key == "master_param" and key not in state:
                 state[key] = p.detach().float().clone(memory_format=torch.contiguous_format)
             if "param_stamp" not in state:
-                state["param_stamp"] = torch.tensor([p._version, p.data_ptr()], dtype=torch.int64)
+                lp = _dist.local(p)  # [note: local tensors]
+                state["param_stamp"] = torch.tensor([lp._version, lp.data_ptr()], dtype=torch.int64)
             for k, v in self._extra_state(p, group).items():
                 if k not in state or state[k].shape != v.shape:
                     state[k] = v
@@ -188,6 +195,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
     def _check_grad(self, p: torch.Tensor):
         g = p.grad
         name = type(self).__name__
+        if type(g) not in _dist.PLAIN_TYPES:
+            _dist.check_plain_grad(self, p, g)
         if g.is_sparse or g.layout != torch.strided:
             raise RuntimeError(f"{name} does not support sparse gradients")
         if g.is_complex() or p.is_complex():
@@ -287,9 +296,12 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                     continue
                 self._check_grad(p)
                 self._check_state(p, state)
-                key = (p.device, self._batch_key(p, group), self._use_reference(self._step_tensors(p, state)))
+                mesh = None if type(p) in _dist.PLAIN_TYPES else _dist.mesh_of(p)  # DTensor parameters
+                if mesh is not None:
+                    _dist.check(self, p, state)
+                key = (p.device, self._batch_key(p, group), self._use_reference(self._step_tensors(p, state)), mesh)
                 by_key[key].append((p, pid))
-            for (device, sub, use_ref), items in by_key.items():
+            for (device, sub, use_ref, _), items in by_key.items():
                 batches.append((group, device, sub, use_ref, [p for p, _ in items], [i for _, i in items]))
         return batches, without_grad
 
@@ -315,8 +327,12 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             return loss
         try:
             batches, without_grad = self._plan_step()
+            sharded = [b for b in batches if _dist.is_dtensor(b[4][0])]
             for group, device, sub, use_ref, params, ids in batches:
-                self._run_batch(group, params, ids, device, sub, use_ref)
+                if not sharded or not _dist.is_dtensor(params[0]):
+                    self._run_batch(group, params, ids, device, sub, use_ref)
+            if sharded:  # DTensor parameters: tigercore/optim/_distributed.py
+                _dist.run_batches(self, sharded)
             self._advance_skipped(without_grad)
         except BaseException:
             self._forget_gradscaler()
@@ -333,6 +349,9 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         self._check_grad(p)
         self._check_state(p, state)
+        if type(p) not in _dist.PLAIN_TYPES and _dist.mesh_of(p) is not None:  # a DTensor parameter
+            _dist.check(self, p, state)
+            return _dist.run_batches(self, [(group, p.device, self._batch_key(p, group), False, [p], [ordinal])])
         self._run_batch(group, [p], [ordinal], p.device, self._batch_key(p, group),
                         self._use_reference(self._step_tensors(p, state)))
 
@@ -444,7 +463,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 mine.update(self._momentum_state(p, momenta[pid]))
             for key, dtype in (("master_param", torch.float32), ("kahan_comp", p.dtype)):
                 if key in st and self._aux_key(p) == key:
-                    mine[key] = st[key].to(device=p.device, dtype=dtype, copy=True).contiguous()
+                    mine[key] = _dist.like_param(st[key], p).to(device=p.device, dtype=dtype, copy=True).contiguous()
                 elif key in mine and self._aux_key(p) != key:
                     del mine[key]
             if "step" in st:
@@ -505,6 +524,10 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{where}: state 'exp_avg' holds 8-bit momentum codes (uint8), which need "
                                  f"'exp_avg_absmax': a float32 tensor of {blocks} block absmax value(s) (one per "
                                  f"block of {_m8.BLOCK}); got {got}")
+            a_local = _dist.local(a)
+            if not bool(torch.isfinite(a_local).all()) or bool((a_local < 0).any()):
+                raise ValueError(f"{where}: state 'exp_avg_absmax' must hold finite values >= 0 (block absmax of the "
+                                 f"8-bit momentum), got min {float(a_local.min())}, max {float(a_local.max())}")
             return "codes", m, a
         if not m.is_floating_point():
             raise ValueError(f"{where}: state 'exp_avg' must be a floating tensor or uint8 8-bit codes, got {m.dtype}")
@@ -518,10 +541,12 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             if saved[0] == "codes":
                 return {"exp_avg": saved[1].to(device=p.device, copy=True).contiguous(),
                         "exp_avg_absmax": saved[2].to(device=p.device, copy=True).contiguous()}
-            codes, absmax = _m8.encode(saved[1].to(device=p.device, dtype=torch.float32).reshape(-1))
+            codes, absmax = _m8.encode(_dist.like_param(saved[1], p).to(device=p.device, dtype=torch.float32).reshape(-1))
             return {"exp_avg": codes.view(p.shape), "exp_avg_absmax": absmax}
         m = saved[1] if saved[0] == "float" else _m8.decode(saved[1].reshape(-1), saved[2].reshape(-1)).view(p.shape)
-        return {"exp_avg": m.to(device=p.device, dtype=self._momentum_dtype_for(p), copy=True).contiguous()}
+        # like_param: in the parameter's (DTensor) layout
+        return {"exp_avg": _dist.like_param(m, p).to(device=p.device, dtype=self._momentum_dtype_for(p),
+                                                      copy=True).contiguous()}
 
 
 __all__ = ["SignMomentumOptimizer", "overlapping_pair"]

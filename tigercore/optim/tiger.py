@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
+from . import _distributed as _dist
 from ._base import HALF, SignMomentumOptimizer
 
 CLASSES = ("K", "E", "V")
@@ -95,7 +96,8 @@ class Tiger(SignMomentumOptimizer):
         cls = self._class_of(p, group)
         if cls == "V":
             return {}
-        return {"sumsq": torch.full((_checks.rms_rows(p, cls),), -1.0, dtype=torch.float64, device=p.device)}
+        lp = _dist.local(p)  # the sums of a DTensor's local rows
+        return {"sumsq": torch.full((_checks.rms_rows(lp, cls),), -1.0, dtype=torch.float64, device=lp.device)}
 
     def _init_state(self, p, group):
         state = super()._init_state(p, group)

@@ -162,7 +162,7 @@ _INT64_MAX = (1 << 63) - 1
 def check_output_bytes(op: str, name: str, value: int, shape) -> None:
     """Refuse ``value`` (num_steps or K) when an output of ``shape`` (dims formed from it, each
     counted as at least 1) would need more than 2^63 − 1 bytes of 8-byte elements: the rule of the
-    native entries' overflow-checked sizes (csrc/dpm_common.h [note: checked output sizes]), so every
+    native entries' overflow-checked sizes (csrc/host/dpm_plan.h [note: checked output sizes]), so every
     backend fails alike, before any allocation, for 2^62 or 2^63 − 1 (docs/semantics-dpm.md §9)."""
     nbytes = 8
     for d in shape:

@@ -67,9 +67,10 @@ def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
     return c0, c1, c2, c3
 
 
-def sr_random_words(seed: int, param_id: int, step: int, numel: int, device) -> torch.Tensor:
-    """The uint32 random word (as int64) of every flat element index 0..numel-1."""
-    i = torch.arange(numel, dtype=torch.int64, device=device)
+def sr_random_words(seed: int, param_id: int, step: int, numel: int, device, offset: int = 0) -> torch.Tensor:
+    """The uint32 random word (as int64) of every flat element index offset..offset+numel-1 (a
+    shard of a distributed tensor passes the flat offset of its first element)."""
+    i = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
     q = i >> 2
     t = int(step)
     words = philox4x32_10(q & _M32, q >> 32, torch.full_like(q, t & _M32), torch.full_like(q, (t >> 32) & _M32),

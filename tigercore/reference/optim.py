@@ -60,15 +60,16 @@ def _store_momentum(m_t: torch.Tensor, m: torch.Tensor):
     m_t.copy_(m)
 
 
-def _store_param(p, aux_t, mode, w_old, w_new, seed, param_id, step):
-    """Store w_new per [note: precision modes] (csrc/include/tigercore/optim_math.h)."""
+def _store_param(p, aux_t, mode, w_old, w_new, seed, param_id, step, elem_offset=0):
+    """Store w_new per [note: precision modes] (csrc/include/tigercore/optim_math.h); the
+    stochastic-rounding counter of element i is elem_offset + i."""
     if mode == "kahan":
         y = (w_new - w_old) + aux_t.float()
         s = w_old + y
         p.copy_(s)
         aux_t.copy_(s - p.float())
     elif mode == "stochastic":
-        r = sr_random_words(seed, param_id, step, p.numel(), p.device).view(p.shape)
+        r = sr_random_words(seed, param_id, step, p.numel(), p.device, elem_offset).view(p.shape)
         p.copy_(stochastic_round(w_new, r, p.dtype))
     elif mode == "master":
         aux_t.copy_(w_new)
@@ -197,9 +198,11 @@ def tiger_stats(params, grads, aux, sumsq=(), *, tiger_class, precision, grad_sc
 # ---- the steps ------------------------------------------------------------------------------------
 @torch.no_grad()
 def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, beta2, weight_decay, param_ids,
-               maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False):
+               maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
+               elem_offsets=()):
     _checks.check_step_inputs("lion_step_", params, grads, exp_avgs, aux, steps, stamps, param_ids,
                               precision, grad_scale, found_inf, lr)
+    _checks.check_elem_offsets("lion_step_", elem_offsets, params)
     _checks.check_lion_hyper(beta1, beta2, weight_decay)
     _checks.check_scalar_values("lion_step_", lr, grad_scale)
     sync_external_writes_(params, aux, stamps, precision=precision, compiled=compiled)
@@ -215,7 +218,8 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, bet
         u = fma(w_old, k["wd"], sign(c))
         w_new = fma(u, -eta, w_old)
         m_new = fma(m, k["b2"], k["g2"] * g)
-        _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], int(s_t.item()))
+        _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], int(s_t.item()),
+                     elem_offsets[i] if elem_offsets else 0)
         _store_momentum(m_t, m_new)
         s_t.add_(1)
     for stamp, p in zip(stamps, params):
@@ -226,10 +230,11 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, bet
 def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr, beta, weight_decay,
                 grad_accum_steps, tiger_class, shrink_ratio, shrink_center, nonfinite_guard, rms_floor, param_ids,
                 maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
-                eta=None, nonfinite=None):
+                eta=None, nonfinite=None, elem_offsets=()):
     op = "tiger_step_"
     _checks.check_step_inputs(op, params, grads, exp_avgs, aux, steps, stamps, param_ids, precision, grad_scale,
                               found_inf, lr)
+    _checks.check_elem_offsets(op, elem_offsets, params)
     _checks.check_tiger_hyper(beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio, shrink_center,
                               rms_floor)
     _checks.check_scalar_values(op, lr, grad_scale)
@@ -247,6 +252,7 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr,
     row0 = [sum(rows[:i]) for i in range(len(rows))]
     for i, p, g, m_t, s_t, T, mode, aux_t in _each_tensor(params, grads, exp_avgs, aux, steps, precision):
         first_row, t = row0[i], int(s_t.item())
+        offset = elem_offsets[i] if elem_offsets else 0
         k = step_coefficients("tiger", T, beta=beta, grad_accum_steps=k_accum,
                               weight_decay=0.0 if tiger_class == "V" else weight_decay, maximize=maximize,
                               shrink_ratio=shrink_ratio, shrink_center=shrink_center)
@@ -258,7 +264,7 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr,
             # tiger.py's NaN branch (docs/semantics.md, "Tiger's guard"): m unchanged, theta shrinks.
             centre = k["centre"]
             w_new = fma(w_old - centre, k["shrink"], centre.expand_as(w_old))
-            _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t)
+            _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t, offset)
             written = True
         else:
             b1 = k["beta"] if t % k_accum == 0 else torch.tensor(1.0, dtype=T)
@@ -280,7 +286,7 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr,
                         e.unsqueeze(-1).expand(-1, p.shape[-1]).reshape(p.shape)
                 u = fma(w_old, k["wd"], sign(m))
                 w_new = fma(u, -step_size, w_old)
-                _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t)
+                _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t, offset)
                 written = True
         if written and sumsq and tiger_class != "V":
             sumsq[i].copy_(_sum_squares(_working_copy(p, aux_t, mode), tiger_class))

@@ -130,6 +130,8 @@ struct StepTensor {
   int64_t numel;
   int64_t row_len;       // Tiger E: elements per row (last dim); otherwise numel
   uint32_t param_id;     // ordinal p of the stochastic-rounding key
+  int64_t elem_offset;   // stochastic-rounding counter of element 0: its flat offset in the logical
+                         // tensor (0 unless this is a shard of a distributed tensor)
   int64_t step;          // state['step'] on entry (CPU; the CUDA kernels read it on the device)
   bool shrink;           // Tiger: the non-finite guard fired for this tensor
   bool update;           // Tiger: the parameter moves on this micro-step

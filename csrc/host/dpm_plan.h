@@ -1,4 +1,4 @@
-// dpm_common.h — input checks and preparation shared by the CPU and CUDA entry points of
+// dpm_plan.h — input checks and preparation shared by the CPU and CUDA entry points of
 // tigercore::eps_stats, segment_moments and minplus_dp (docs/semantics-dpm.md §9). Checks and
 // messages follow the reference (tigercore/reference/dpm.py) in order and exception type
 // (TypeError / ValueError), so a call fails the same way with or without the extension.
