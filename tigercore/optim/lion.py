@@ -77,7 +77,7 @@ class Lion(SignMomentumOptimizer):
     def _call_op(self, op, group, sub, states, **common):
         beta1, beta2 = group["betas"]
         op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
-           common.pop("steps"), common.pop("stamps"), common.pop("exp_avg_absmax"), beta1=float(beta1),
+           common.pop("steps"), common.pop("stamps"), common.pop("exp_avg_absmax", []), beta1=float(beta1),
            beta2=float(beta2), weight_decay=float(group["weight_decay"]), **common)
 
     def _convert_foreign_groups(self, saved_groups):

@@ -130,7 +130,7 @@ class Tiger(SignMomentumOptimizer):
         floor = group.get("rms_floor")
         sumsq = [st["sumsq"] for st in states] if sub != "V" else []
         op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
-           common.pop("steps"), common.pop("stamps"), sumsq, common.pop("exp_avg_absmax"),
+           common.pop("steps"), common.pop("stamps"), sumsq, common.pop("exp_avg_absmax", []),
            beta=float(group["beta"]), weight_decay=float(group["weight_decay"]),
            grad_accum_steps=int(group["grad_accum_steps"]),
            tiger_class=sub, shrink_ratio=float(group["shrink_ratio"]),

@@ -52,8 +52,11 @@ def encode(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     float64 values are rounded to float32 first)."""
     x = saturate(m.reshape(-1).to(torch.float32))
     absmax = block_absmax(x)
-    inv = torch.where(absmax > 0, (LEVELS * (1.0 / absmax.double())).float(), torch.zeros_like(absmax))
-    y = _blocks_view(x.abs()) * inv[:, None]
+    # q = |x| / absmax <= 1 (correctly rounded, so never above 1), y = q * 127, k = RNE(y); a block
+    # whose absmax is 0 holds only zeros (and NaNs): its k are 0. NaN elements get NAN_CODE below.
+    safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
+    q = _blocks_view(torch.where(torch.isnan(x), torch.zeros_like(x), x.abs())) / safe[:, None]
+    y = q * torch.tensor(float(LEVELS), dtype=torch.float32)
     k = ((y + _RNE) - _RNE).clamp(max=LEVELS).reshape(-1)[: x.numel()].to(torch.int32)
     neg = (x < 0) & (k > 0)
     codes = torch.where(torch.isnan(x), torch.full_like(k, NAN_CODE), k | (neg.to(torch.int32) << 7))
@@ -79,5 +82,5 @@ def bnb_dequantize(codes: torch.Tensor, qmap: torch.Tensor, absmax: torch.Tensor
     return (qmap.float().reshape(-1)[flat] * scale).view(codes.shape)
 
 
-__all__ = ["BLOCK", "NAN_CODE", "num_blocks", "encode", "decode", "magnitudes", "saturate", "block_absmax",
+__all__ = ["BLOCK", "LEVELS", "NAN_CODE", "num_blocks", "encode", "decode", "magnitudes", "saturate", "block_absmax",
            "bnb_dequantize"]

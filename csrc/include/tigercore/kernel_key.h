@@ -29,8 +29,7 @@ inline KernelKey kernel_key(const StepTensor& t) {
   return KernelKey{t.param_dtype, m, is_16bit(t.param_dtype) ? t.mode : Precision::kNone};
 }
 
-// Elements per 16-byte vector: every array is then read with whole 16-byte loads. (The 8-bit
-// momentum loops of the CUDA kernels use their own width, kQ8Vec: sign_step_block.h.)
+// Elements per 16-byte vector: every array is then read with whole 16-byte loads.
 template <typename P, typename M>
 constexpr int vec_width() {
   return int(16 / (sizeof(P) < sizeof(M) ? sizeof(P) : sizeof(M)));
@@ -64,9 +63,9 @@ TC_FORCEINLINE void dispatch_mode(Precision mode, F&& f) {
   }
 }
 
-// Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation. M is
-// code8_t for 8-bit momentum, with every param dtype and mode: per param dtype one instantiation
-// per mode more (fp32 1, fp64 1, fp16 4, bf16 4).
+// Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation. 8-bit
+// momentum never reaches here: the CPU loops decode a chunk's blocks into an op-math buffer and
+// dispatch on that ([note: 8-bit momentum], csrc/cpu/optim_kernels.h).
 template <typename F>
 TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
   dispatch_dtype(k.param, [&](auto p_tag) {
@@ -74,7 +73,6 @@ TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
     auto with_m = [&](auto m_tag) {
       dispatch_mode<P>(k.mode, [&](auto mode) { f(P{}, decltype(m_tag){}, mode); });
     };
-    if (k.momentum == DType::kCode8) return with_m(code8_t{});
     if constexpr (sizeof(P) == 8) {
       with_m(double{});
     } else {
