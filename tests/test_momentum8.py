@@ -392,3 +392,15 @@ def test_cuda_kernels_refuse_8bit_momentum():
     a = torch.zeros(2, device="cuda")
     with pytest.raises(RuntimeError, match="8-bit momentum .* do not support"):
         lion("native", [p], [torch.randn_like(p)], [m], lr=torch.tensor(1e-3, dtype=torch.float64), absmax=[a])
+
+
+def test_cuda_auto_backend_falls_back_to_reference_with_a_warning():
+    requires_native("lion_step_", "cuda")
+    p = torch.nn.Parameter(torch.randn(300, device="cuda"))
+    q = torch.nn.Parameter(p.detach().cpu().clone())
+    p.grad, q.grad = torch.ones_like(p), torch.ones_like(q)
+    opt = Lion([p], lr=1e-2, momentum_bits=8)
+    with pytest.warns(UserWarning, match="no native cuda kernel"):
+        opt.step()
+    Lion([q], lr=1e-2, momentum_bits=8, backend="reference").step()
+    assert torch.equal(p.detach().cpu(), q.detach())

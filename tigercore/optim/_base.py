@@ -6,8 +6,9 @@ State per parameter, created when the parameter is added (so a compiled step nev
 ``exp_avg`` (momentum), ``step`` (0-d int64 micro-step count on the parameter's device),
 ``master_param`` (fp32, precision="master") or ``kahan_comp`` (precision="kahan") for bf16/fp16
 parameters, ``exp_avg_absmax`` with 8-bit momentum (``exp_avg`` then holds uint8 codes; [note: 8-bit
-momentum], docs/semantics.md "8-bit momentum"), and, not saved in state_dict, ``param_stamp`` (int64 [2]: the parameter's version
-counter and storage address after this optimizer last wrote it; [note: external writes]).
+momentum], docs/semantics.md "8-bit momentum"), and, not saved in state_dict, ``param_stamp``
+(int64 [2]: the parameter's version counter and storage address after this optimizer last wrote
+it; [note: external writes]).
 """
 from __future__ import annotations
 
@@ -262,6 +263,14 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
     def _use_reference(self, tensors) -> bool:
         if self.backend == "reference":
             return True
+        if self.momentum_bits == 8 and tensors[0].device.type != "cpu":
+            # [note: 8-bit momentum] only the CPU kernels take it yet; "auto" falls back to the
+            # reference there ("native" reaches the kernel, which refuses with a clear error).
+            if self.backend == "auto":
+                self._warn_once(("m8-device", tensors[0].device.type),
+                                f"{type(self).__name__}: momentum_bits=8 has no native {tensors[0].device.type} "
+                                "kernel yet; using the pure-PyTorch reference step there (slower)")
+                return True
         # [note: non-contiguous tensors] the native kernels take contiguous storage; anything
         # else (rare for parameters) is updated correctly by the reference kernel instead.
         return not all(t.is_contiguous() for t in tensors)
