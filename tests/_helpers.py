@@ -24,10 +24,11 @@ def lr_tensor(lr):
 
 
 def lion(backend, params, grads, moms, *, lr, betas=(0.9, 0.99), wd=0.0, steps=None, aux=(), stamps=(),
-         precision="none", seed=0, maximize=False, grad_scale=None, found_inf=None, param_ids=None, elem_offsets=()):
+         precision="none", seed=0, maximize=False, grad_scale=None, found_inf=None, param_ids=None, elem_offsets=(),
+         absmax=()):
     fn = step_fns(backend)[0]
     steps = steps if steps is not None else steps_like(params)
-    fn(list(params), list(grads), list(moms), list(aux), steps, list(stamps), lr=lr_tensor(lr), beta1=betas[0],
+    fn(list(params), list(grads), list(moms), list(aux), steps, list(stamps), list(absmax), lr=lr_tensor(lr), beta1=betas[0],
        beta2=betas[1], weight_decay=wd, maximize=maximize, precision=precision, seed=seed,
        param_ids=list(param_ids if param_ids is not None else range(len(params))),
        grad_scale=grad_scale, found_inf=found_inf, elem_offsets=list(elem_offsets))
@@ -36,10 +37,12 @@ def lion(backend, params, grads, moms, *, lr, betas=(0.9, 0.99), wd=0.0, steps=N
 
 def tiger(backend, params, grads, moms, *, lr, beta=0.965, wd=0.01, k=1, cls="K", shrink=0.99,
           centre=0.0, guard=True, rms_floor=0.0, steps=None, aux=(), stamps=(), sumsq=(), precision="none", seed=0,
-          maximize=False, grad_scale=None, found_inf=None, param_ids=None, eta=None, nonfinite=None, elem_offsets=()):
+          maximize=False, grad_scale=None, found_inf=None, param_ids=None, eta=None, nonfinite=None, elem_offsets=(),
+          absmax=()):
     fn = step_fns(backend)[1]
     steps = steps if steps is not None else steps_like(params)
-    fn(list(params), list(grads), list(moms), list(aux), steps, list(stamps), list(sumsq), lr=lr_tensor(lr), beta=beta,
+    fn(list(params), list(grads), list(moms), list(aux), steps, list(stamps), list(sumsq), list(absmax),
+       lr=lr_tensor(lr), beta=beta,
        weight_decay=wd, grad_accum_steps=k, tiger_class=cls, shrink_ratio=shrink, shrink_center=centre,
        nonfinite_guard=guard, rms_floor=rms_floor, maximize=maximize, precision=precision, seed=seed,
        param_ids=list(param_ids if param_ids is not None else range(len(params))),

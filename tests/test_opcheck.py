@@ -40,7 +40,7 @@ def _rows(cls):
 def test_opcheck_lion(device, precision, dtype, lr_device):
     kwargs = dict(lr=_lr("cpu" if lr_device == "cpu" else device), beta1=0.9, beta2=0.99, weight_decay=0.1,
                   precision=precision, **COMMON)
-    torch.library.opcheck(torch.ops.tigercore.lion_step_.default, _args(device, precision, dtype), kwargs)
+    torch.library.opcheck(torch.ops.tigercore.lion_step_.default, _args(device, precision, dtype) + ([],), kwargs)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -48,7 +48,7 @@ def test_opcheck_lion(device, precision, dtype, lr_device):
 def test_opcheck_tiger(device, cls):
     args = _args(device, "master", torch.bfloat16)
     sumsq = [torch.full((r,), -1.0, dtype=torch.float64, device=device) for r in _rows(cls)] if cls != "V" else []
-    torch.library.opcheck(torch.ops.tigercore.tiger_step_.default, args + (sumsq,),
+    torch.library.opcheck(torch.ops.tigercore.tiger_step_.default, args + (sumsq, []),
                           dict(lr=_lr(device), tiger_class=cls, **TIGER))
 
 
@@ -58,7 +58,7 @@ def test_opcheck_tiger_given_step_sizes_and_flags(device, cls):
     args = _args(device, "master", torch.bfloat16)
     eta = torch.full((sum(_rows(cls)),), 1e-3, dtype=torch.float64, device=device)
     flags = torch.tensor([False, True], device=device)
-    torch.library.opcheck(torch.ops.tigercore.tiger_step_.default, args + ([],),
+    torch.library.opcheck(torch.ops.tigercore.tiger_step_.default, args + ([], []),
                           dict(lr=_lr(device), tiger_class=cls, eta=eta, nonfinite=flags, **TIGER))
 
 
@@ -77,4 +77,4 @@ def test_opcheck_tiger_stats_and_sync(device, cls):
 def test_opcheck_with_gradscaler_tensors(device):
     kwargs = dict(lr=_lr(device), beta1=0.9, beta2=0.99, weight_decay=0.0, precision="none", **COMMON,
                   grad_scale=torch.tensor(8.0, device=device), found_inf=torch.tensor(0.0, device=device))
-    torch.library.opcheck(torch.ops.tigercore.lion_step_.default, _args(device, "none", torch.float32), kwargs)
+    torch.library.opcheck(torch.ops.tigercore.lion_step_.default, _args(device, "none", torch.float32) + ([],), kwargs)

@@ -61,11 +61,13 @@ def check_step_inputs(op, params, grads, exp_avgs, aux, steps, stamps, param_ids
             _fail(op, f"grads[{i}] has shape {list(g.shape)} but params[{i}] has shape {list(p.shape)}")
         if m.shape != p.shape:
             _fail(op, f"exp_avgs[{i}] has shape {list(m.shape)} but params[{i}] has shape {list(p.shape)}")
-        if p.dtype == torch.float64:
+        if m.dtype == torch.uint8:
+            pass  # 8-bit momentum codes: check_absmax checks their absmax
+        elif p.dtype == torch.float64:
             if m.dtype != torch.float64:
-                _fail(op, f"exp_avgs[{i}] must be float64 for float64 params, got {m.dtype}")
+                _fail(op, f"exp_avgs[{i}] must be float64 (or uint8 8-bit codes) for float64 params, got {m.dtype}")
         elif m.dtype not in (torch.float32,) + HALF_DTYPES:
-            _fail(op, f"exp_avgs[{i}] must be float32, float16 or bfloat16, got {m.dtype}")
+            _fail(op, f"exp_avgs[{i}] must be float32, float16, bfloat16 or uint8 (8-bit codes), got {m.dtype}")
         if s.dtype != torch.int64 or s.numel() != 1 or s.device != p.device:
             _fail(op, f"steps[{i}] must be a one-element int64 tensor on {p.device}")
     for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
@@ -73,6 +75,25 @@ def check_step_inputs(op, params, grads, exp_avgs, aux, steps, stamps, param_ids
             _fail(op, f"{name} must be a one-element floating tensor on {device}")
     check_lr_tensor(op, lr, device)
     return device
+
+
+def check_absmax(op, exp_avg_absmax, exp_avgs, params):
+    """[note: 8-bit momentum] A uint8 momentum needs its float32 block absmax: one contiguous
+    tensor of ceil(numel / 256) values per param (the list is empty when no momentum is 8-bit)."""
+    if exp_avg_absmax and len(exp_avg_absmax) != len(params):
+        _fail(op, f"exp_avg_absmax must be empty or have one tensor per param, got {len(exp_avg_absmax)} for "
+                  f"{len(params)} params")
+    for i, (p, m) in enumerate(zip(params, exp_avgs)):
+        if m.dtype != torch.uint8:
+            continue
+        if not exp_avg_absmax:
+            _fail(op, f"exp_avgs[{i}] is uint8 (8-bit momentum codes) but exp_avg_absmax is empty; pass one "
+                      f"float32 tensor of block absmax values per param")
+        a = exp_avg_absmax[i]
+        blocks = (p.numel() + 255) // 256
+        if a.dtype != torch.float32 or a.numel() != blocks or a.device != p.device or not a.is_contiguous():
+            _fail(op, f"exp_avg_absmax[{i}] must be a contiguous float32 tensor of {blocks} block absmax value(s) "
+                      f"(one per 256 elements) on {p.device}")
 
 
 def check_tensors(op, params, aux, precision):

@@ -21,9 +21,9 @@ _TAIL = ("bool maximize, str precision, int seed, int[] param_ids, Tensor? grad_
          "Tensor? found_inf=None, bool compiled=False")
 
 SCHEMAS = {
-    "lion_step_": f"({_LISTS}, *, Tensor lr, float beta1, float beta2, float weight_decay, {_TAIL}, "
+    "lion_step_": f"({_LISTS}, Tensor(g!)[] exp_avg_absmax, *, Tensor lr, float beta1, float beta2, float weight_decay, {_TAIL}, "
                   f"int[] elem_offsets=[]) -> ()",
-    "tiger_step_": f"({_LISTS}, Tensor(g!)[] sumsq, *, Tensor lr, float beta, float weight_decay, "
+    "tiger_step_": f"({_LISTS}, Tensor(g!)[] sumsq, Tensor(h!)[] exp_avg_absmax, *, Tensor lr, float beta, float weight_decay, "
                    f"int grad_accum_steps, str tiger_class, float shrink_ratio, float shrink_center, "
                    f"bool nonfinite_guard, float rms_floor, {_TAIL}, Tensor? eta=None, "
                    f"Tensor? nonfinite=None, int[] elem_offsets=[]) -> ()",

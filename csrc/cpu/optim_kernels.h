@@ -209,7 +209,10 @@ double tiger_loop(const StepCall& call, const StepTensor& t, int64_t begin, int6
   });
 }
 
+inline double sign_step_q8(const StepCall& call, const StepTensor& t, int64_t b, int64_t e, double* row_sums);
+
 inline double sign_step(const StepCall& call, const StepTensor& t, int64_t b, int64_t e, double* row_sums) {
+  if (t.momentum_dtype == DType::kCode8) return sign_step_q8(call, t, b, e, row_sums);
   double result = 0.0;
   dispatch_key(kernel_key(t), [&](auto p, auto m, auto mode) {
     using P = decltype(p);
@@ -224,6 +227,55 @@ inline double sign_step(const StepCall& call, const StepTensor& t, int64_t b, in
     }
   });
   return result;
+}
+
+// [note: 8-bit momentum on the CPU]
+// [b, e) starts on a block boundary and ends on one or at the tensor's end (the launch layer's
+// chunks are whole blocks), so this call owns its blocks. Their codes are decoded into a buffer of
+// the op-math type, the ordinary loops run on that buffer as a float32 (float64) momentum, and the
+// new values are re-encoded block by block: one pass over memory, the buffer stays in cache, and
+// the element math (and Tiger's sums of squares) is exactly that of a float momentum. When the guard
+// fired, m is unchanged: its codes are not touched.
+template <typename T>
+double sign_step_q8_as(const StepCall& call, const StepTensor& t, int64_t b, int64_t e, double* row_sums) {
+  const bool touches_m = !(call.hyper.algo == Algo::kTiger && t.shrink);
+  if (!touches_m || e <= b) {
+    StepTensor s = t;
+    s.momentum_dtype = sizeof(T) == 8 ? DType::kFloat64 : DType::kFloat32;
+    s.exp_avg = nullptr;  // the shrink path never reads it
+    return sign_step(call, s, b, e, row_sums);
+  }
+  thread_local std::vector<T> buf;
+  buf.resize(size_t(e - b));
+  const uint8_t* codes = static_cast<const uint8_t*>(t.exp_avg);
+  float* absmax = t.absmax;
+  for (int64_t blk = b; blk < e; blk += kQ8Block) {
+    const int len = int(std::min<int64_t>(kQ8Block, e - blk));
+    q8_decode_block<T>(codes + blk, absmax[blk / kQ8Block], len, buf.data() + (blk - b));
+  }
+  StepTensor s = t;
+  s.momentum_dtype = sizeof(T) == 8 ? DType::kFloat64 : DType::kFloat32;
+  // The loops index the momentum by the element index i in [b, e): element i is buf[i - b].
+  s.exp_avg = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(buf.data()) - uintptr_t(b) * sizeof(T));
+  const double result = sign_step(call, s, b, e, row_sums);
+  uint8_t* out = static_cast<uint8_t*>(t.exp_avg);
+  for (int64_t blk = b; blk < e; blk += kQ8Block) {
+    const int len = int(std::min<int64_t>(kQ8Block, e - blk));
+    const T* src = buf.data() + (blk - b);
+    if constexpr (sizeof(T) == 4) {
+      absmax[blk / kQ8Block] = q8_encode_block(src, len, out + blk);
+    } else {
+      float tmp[kQ8Block];
+      for (int i = 0; i < len; ++i) tmp[i] = float(src[i]);  // float64 op-math: RNE to float32 (overflow -> Inf)
+      absmax[blk / kQ8Block] = q8_encode_block(tmp, len, out + blk);
+    }
+  }
+  return result;
+}
+
+inline double sign_step_q8(const StepCall& call, const StepTensor& t, int64_t b, int64_t e, double* row_sums) {
+  return t.param_dtype == DType::kFloat64 ? sign_step_q8_as<double>(call, t, b, e, row_sums)
+                                          : sign_step_q8_as<float>(call, t, b, e, row_sums);
 }
 
 template <typename S>

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <numeric>
 #include <vector>
 
 #include "host/step_plan.h"
@@ -48,8 +49,16 @@ constexpr int64_t kBatch = int64_t(1) << 20;
 // Work below this many elements runs on the calling thread: a parallel region costs more.
 constexpr int64_t kParallelWork = int64_t(1) << 16;
 
+// With 8-bit momentum a chunk is also whole quantisation blocks ([note: 8-bit momentum]): kChunk is
+// a multiple of kQ8Block, and E rows come in runs of lcm(row_len, kQ8Block) elements. An E row's sum
+// of squares does not depend on the chunking, so the carried sums stay those of a fresh pass.
 int64_t chunk_len(const StepTensor& t) {
-  if (t.row_len > 0 && t.row_len != t.numel) return std::max<int64_t>(1, kChunk / t.row_len) * t.row_len;
+  static_assert(kChunk % kQ8Block == 0, "chunks must be whole 8-bit momentum blocks");
+  if (t.row_len > 0 && t.row_len != t.numel) {
+    int64_t unit = t.row_len;
+    if (t.momentum_dtype == DType::kCode8) unit = std::lcm(t.row_len, int64_t(kQ8Block));
+    return std::max<int64_t>(1, kChunk / unit) * unit;
+  }
   return kChunk;
 }
 
@@ -100,12 +109,13 @@ void advance_steps(at::TensorList steps) {
 }
 
 void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
-                   at::TensorList steps, at::TensorList stamps, const at::Tensor& lr, double beta1, double beta2,
+                   at::TensorList steps, at::TensorList stamps, at::TensorList exp_avg_absmax, const at::Tensor& lr,
+                   double beta1, double beta2,
                    double weight_decay, bool maximize, c10::string_view precision, int64_t seed,
                    at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
                    const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets) {
-  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, param_ids, lr, grad_scale, found_inf,
-                    elem_offsets};
+  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, exp_avg_absmax, param_ids, lr, grad_scale,
+                    found_inf, elem_offsets};
   const StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
                                               at::kCPU, /*read_steps=*/true);
   if (found_inf_is_set(found_inf)) return host::record_stamps(params, stamps);
@@ -171,15 +181,16 @@ void tiger_step_sizes(StepPlan& plan, at::TensorList sumsq, const std::optional<
 }
 
 void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
-                    at::TensorList steps, at::TensorList stamps, at::TensorList sumsq, const at::Tensor& lr,
+                    at::TensorList steps, at::TensorList stamps, at::TensorList sumsq, at::TensorList exp_avg_absmax,
+                    const at::Tensor& lr,
                     double beta, double weight_decay, int64_t grad_accum_steps, c10::string_view tiger_class,
                     double shrink_ratio, double shrink_center, bool nonfinite_guard, double rms_floor, bool maximize,
                     c10::string_view precision, int64_t seed, at::IntArrayRef param_ids,
                     const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                     bool compiled, const std::optional<at::Tensor>& eta, const std::optional<at::Tensor>& nonfinite,
                     at::IntArrayRef elem_offsets) {
-  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, param_ids, lr, grad_scale, found_inf,
-                    elem_offsets};
+  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, exp_avg_absmax, param_ids, lr, grad_scale,
+                    found_inf, elem_offsets};
   StepPlan plan = host::begin_tiger_step(in, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio,
                                          shrink_center, nonfinite_guard, rms_floor, maximize, precision, seed,
                                          compiled, eta, nonfinite, at::kCPU, /*read_steps=*/true);

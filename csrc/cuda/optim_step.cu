@@ -84,12 +84,13 @@ void finish(const StepArgs& in) {
 }
 
 void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
-                    at::TensorList steps, at::TensorList stamps, const at::Tensor& lr, double beta1, double beta2,
+                    at::TensorList steps, at::TensorList stamps, at::TensorList exp_avg_absmax, const at::Tensor& lr,
+                    double beta1, double beta2,
                     double weight_decay, bool maximize, c10::string_view precision, int64_t seed,
                     at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
                     const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets) {
-  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, param_ids, lr, grad_scale, found_inf,
-                    elem_offsets};
+  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, exp_avg_absmax, param_ids, lr, grad_scale,
+                    found_inf, elem_offsets};
   const StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
                                               at::kCUDA, /*read_steps=*/false);
   const StepHyper& hyper = plan.call.hyper;
@@ -103,15 +104,16 @@ void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList 
 }
 
 void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
-                     at::TensorList steps, at::TensorList stamps, at::TensorList sumsq, const at::Tensor& lr,
+                     at::TensorList steps, at::TensorList stamps, at::TensorList sumsq, at::TensorList exp_avg_absmax,
+                     const at::Tensor& lr,
                      double beta, double weight_decay, int64_t grad_accum_steps, c10::string_view tiger_class,
                      double shrink_ratio, double shrink_center, bool nonfinite_guard, double rms_floor, bool maximize,
                      c10::string_view precision, int64_t seed, at::IntArrayRef param_ids,
                      const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                      bool compiled, const std::optional<at::Tensor>& eta, const std::optional<at::Tensor>& nonfinite,
                      at::IntArrayRef elem_offsets) {
-  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, param_ids, lr, grad_scale, found_inf,
-                    elem_offsets};
+  const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, exp_avg_absmax, param_ids, lr, grad_scale,
+                    found_inf, elem_offsets};
   const StepPlan plan = host::begin_tiger_step(in, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio,
                                                shrink_center, nonfinite_guard, rms_floor, maximize, precision, seed,
                                                compiled, eta, nonfinite, at::kCUDA, /*read_steps=*/false);

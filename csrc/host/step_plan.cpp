@@ -152,6 +152,9 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
               in.exp_avgs.size(), ", ", in.steps.size());
   TORCH_CHECK(in.param_ids.size() == n, "tigercore::", op, ": param_ids must have one entry per param, got ",
               in.param_ids.size(), " for ", n, " params");
+  TORCH_CHECK(in.absmax.empty() || in.absmax.size() == n, "tigercore::", op,
+              ": exp_avg_absmax must be empty or have one tensor per param, got ", in.absmax.size(), " for ", n,
+              " params");
   TORCH_CHECK(in.elem_offsets.empty() || in.elem_offsets.size() == n, "tigercore::", op,
               ": elem_offsets must be empty or have one entry per param, got ", in.elem_offsets.size(), " for ", n,
               " params");
@@ -181,12 +184,25 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
                 "] has shape ", p.sizes());
     TORCH_CHECK(m.sizes() == p.sizes(), "tigercore::", op, ": exp_avgs[", i, "] has shape ", m.sizes(), " but params[",
                 i, "] has shape ", p.sizes());
-    if (p.scalar_type() == at::kDouble) {
+    if (m.scalar_type() == at::kByte) {  // [note: 8-bit momentum]: codes and their block absmax
+      TORCH_CHECK(device_type == c10::DeviceType::CPU, "tigercore::", op, ": exp_avgs[", i,
+                  "] holds 8-bit momentum (uint8 codes), which the ", c10::DeviceTypeName(device_type),
+                  " kernels do not support yet; use momentum_bits=32 on this device, or backend='reference'");
+      const int64_t blocks = (p.numel() + kQ8Block - 1) / kQ8Block;
+      TORCH_CHECK(!in.absmax.empty(), "tigercore::", op, ": exp_avgs[", i,
+                  "] is uint8 (8-bit momentum codes) but exp_avg_absmax is empty; pass one float32 tensor of "
+                  "block absmax values per param");
+      const at::Tensor& a = in.absmax[i];
+      TORCH_CHECK(a.defined() && a.scalar_type() == at::kFloat && a.numel() == blocks && a.device() == p.device() &&
+                      a.is_contiguous(),
+                  "tigercore::", op, ": exp_avg_absmax[", i, "] must be a contiguous float32 tensor of ", blocks,
+                  " block absmax value(s) (one per ", kQ8Block, " elements) on ", p.device());
+    } else if (p.scalar_type() == at::kDouble) {
       TORCH_CHECK(m.scalar_type() == at::kDouble, "tigercore::", op, ": exp_avgs[", i,
-                  "] must be float64 for float64 params, got ", m.scalar_type());
+                  "] must be float64 (or uint8 8-bit codes) for float64 params, got ", m.scalar_type());
     } else {
       TORCH_CHECK(m.scalar_type() == at::kFloat || is_16bit(m.scalar_type()), "tigercore::", op, ": exp_avgs[", i,
-                  "] must be float32, float16 or bfloat16, got ", m.scalar_type());
+                  "] must be float32, float16, bfloat16 or uint8 (8-bit codes), got ", m.scalar_type());
     }
     TORCH_CHECK(p.is_contiguous() && g.is_contiguous() && m.is_contiguous(), "tigercore::", op, ": params[", i,
                 "], grads[", i, "] and exp_avgs[", i,
@@ -233,7 +249,9 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
     const at::Tensor& p = in.params[i];
     StepTensor& t = plan.tensors[i];
     t.param_dtype = to_dtype(p.scalar_type());
-    t.momentum_dtype = to_dtype(in.exp_avgs[i].scalar_type());
+    const bool code8 = in.exp_avgs[i].scalar_type() == at::kByte;
+    t.momentum_dtype = code8 ? DType::kCode8 : to_dtype(in.exp_avgs[i].scalar_type());
+    t.absmax = code8 ? in.absmax[i].data_ptr<float>() : nullptr;
     t.mode = is_16bit(p.scalar_type()) ? mode : Precision::kNone;
     t.param = p.data_ptr();
     t.grad = in.grads[i].data_ptr();
@@ -320,6 +338,7 @@ void bump_versions(const StepArgs& in, const std::vector<char>& params_written) 
       if (!in.aux.empty() && in.aux[i].numel() > 0) bump_version(in.aux[i]);
     }
     bump_version(in.exp_avgs[i]);
+    if (!in.absmax.empty() && in.exp_avgs[i].scalar_type() == at::kByte) bump_version(in.absmax[i]);
     bump_version(in.steps[i]);
     if (in.grad_scale.has_value()) bump_version(in.grads[i]);
   }

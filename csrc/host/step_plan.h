@@ -15,9 +15,10 @@
 namespace tigercore {
 namespace host {
 
-// The tensor arguments of a step op (stamps, sumsq and elem_offsets may be empty lists).
+// The tensor arguments of a step op (stamps, sumsq, absmax and elem_offsets may be empty lists; absmax:
+// the block absmax of each 8-bit momentum, [note: 8-bit momentum]).
 struct StepArgs {
-  at::TensorList params, grads, exp_avgs, aux, steps, stamps, sumsq;
+  at::TensorList params, grads, exp_avgs, aux, steps, stamps, sumsq, absmax;
   at::IntArrayRef param_ids;
   const at::Tensor& lr;
   const std::optional<at::Tensor>& grad_scale;

@@ -5,8 +5,10 @@ checks everything before replacing anything. Semantics: docs/semantics.md.
 State per parameter, created when the parameter is added (so a compiled step never creates it):
 ``exp_avg`` (momentum), ``step`` (0-d int64 micro-step count on the parameter's device),
 ``master_param`` (fp32, precision="master") or ``kahan_comp`` (precision="kahan") for bf16/fp16
-parameters, and, not saved in state_dict, ``param_stamp`` (int64 [2]: the parameter's version
-counter and storage address after this optimizer last wrote it; [note: external writes]).
+parameters, ``exp_avg_absmax`` with 8-bit momentum (``exp_avg`` then holds uint8 codes; [note: 8-bit
+momentum], docs/semantics.md "8-bit momentum"), and, not saved in state_dict, ``param_stamp``
+(int64 [2]: the parameter's version counter and storage address after this optimizer last wrote
+it; [note: external writes]).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections import defaultdict
 import torch
 
 from .. import _checks, _native
+from ..reference import momentum8 as _m8
 from ..reference import optim as _ref
 from . import _distributed as _dist
 from ._warn import warn_user
@@ -24,6 +27,9 @@ PRECISIONS = _checks.PRECISIONS
 BACKENDS = ("auto", "native", "reference")
 HALF = _checks.HALF_DTYPES
 MOMENTUM_DTYPES = (None, torch.float32, torch.float64, torch.float16, torch.bfloat16)
+MOMENTUM_BITS = (32, 8)
+# Keys of a bitsandbytes 8-bit optimizer's per-parameter state (see _saved_momentum).
+_BNB_KEYS = ("state1", "qmap1", "absmax1", "state2", "qmap2", "absmax2", "unorm_vec", "__bnb_optimizer_quant_state__")
 DERIVED_STATE = ("param_stamp", "sumsq")  # rebuilt from the parameters, never saved
 
 
@@ -60,7 +66,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
     # GradScaler: hand us grad_scale / found_inf as tensors instead of unscaling on the host.
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults, *, precision, momentum_dtype, seed, backend):
+    def __init__(self, params, defaults, *, precision, momentum_dtype, seed, backend, momentum_bits=32):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if backend not in BACKENDS:
@@ -68,10 +74,17 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         if momentum_dtype not in MOMENTUM_DTYPES:
             raise ValueError(f"momentum_dtype must be None, torch.float32, torch.float16, torch.bfloat16 "
                              f"or torch.float64, got {momentum_dtype!r}")
+        if isinstance(momentum_bits, bool) or momentum_bits not in MOMENTUM_BITS:
+            raise ValueError(f"momentum_bits must be 32 (the momentum_dtype's storage) or 8 (uint8 codes with a "
+                             f"float32 absmax per block of {_m8.BLOCK}), got {momentum_bits!r}")
+        if momentum_bits == 8 and momentum_dtype is not None:
+            raise ValueError(f"momentum_dtype={momentum_dtype} and momentum_bits=8 are exclusive: 8-bit momentum is "
+                             "its own storage (uint8 codes with a float32 absmax per block); pass one of them")
         if not (_checks.is_real_number(seed) and int(seed) == seed and 0 <= int(seed) < 2**32):
             raise ValueError(f"seed must be a 32-bit unsigned integer, got {seed!r}")
         self.precision = precision
         self.momentum_dtype = momentum_dtype
+        self.momentum_bits = int(momentum_bits)
         self.seed = int(seed)
         self.backend = backend
         self._warned: set = set()
@@ -114,6 +127,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
 
     # ---- state ----------------------------------------------------------------------------
     def _momentum_dtype_for(self, p: torch.Tensor) -> torch.dtype:
+        if self.momentum_bits == 8:
+            return torch.uint8  # codes; their block absmax is the state "exp_avg_absmax"
         if p.dtype == torch.float64:
             if self.momentum_dtype not in (None, torch.float64):
                 raise ValueError(f"float64 parameters keep float64 momentum; got momentum_dtype={self.momentum_dtype}")
@@ -137,9 +152,15 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             state = self.state[p]
             if "step" not in state:
                 state["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
+            if self.momentum_bits == 8 and _dist.is_dtensor(p):
+                raise NotImplementedError(f"{type(self).__name__}: momentum_bits=8 is not supported for DTensor "
+                                          "parameters (FSDP2/tensor parallel: a shard would split quantisation "
+                                          "blocks); use momentum_bits=32 there")
             if "exp_avg" not in state:
                 state["exp_avg"] = torch.zeros_like(p, dtype=self._momentum_dtype_for(p),
                                                     memory_format=torch.contiguous_format)
+            if self.momentum_bits == 8 and "exp_avg_absmax" not in state:  # code 0 with absmax 0: m = 0
+                state["exp_avg_absmax"] = torch.zeros(_m8.num_blocks(p.numel()), dtype=torch.float32, device=p.device)
             key = self._aux_key(p)
             if key == "kahan_comp" and key not in state:
                 state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
@@ -194,6 +215,12 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         if m.shape != p.shape or m.device != p.device or m.dtype != self._momentum_dtype_for(p):
             raise RuntimeError(f"{name}: state 'exp_avg' ({list(m.shape)}, {m.dtype}, {m.device}) does not fit its "
                                f"parameter ({list(p.shape)}, {p.dtype}, {p.device})")
+        if self.momentum_bits == 8:
+            a = state.get("exp_avg_absmax")
+            blocks = _m8.num_blocks(p.numel())
+            if a is None or a.dtype != torch.float32 or a.shape != (blocks,) or a.device != p.device:
+                raise RuntimeError(f"{name}: state 'exp_avg_absmax' must be a float32 tensor of {blocks} block absmax "
+                                   f"value(s) on {p.device} (8-bit momentum of a parameter of {p.numel()} elements)")
         key = self._aux_key(p)
         if key is not None:
             want = torch.float32 if key == "master_param" else p.dtype
@@ -227,9 +254,23 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
             if attr in self.__dict__:
                 delattr(self, attr)
 
+    def _step_tensors(self, p, state) -> list:
+        """The tensors a step of p reads and writes."""
+        aux_key = self._aux_key(p)
+        return [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else []) + \
+            ([state["exp_avg_absmax"]] if self.momentum_bits == 8 else [])
+
     def _use_reference(self, tensors) -> bool:
         if self.backend == "reference":
             return True
+        if self.momentum_bits == 8 and tensors[0].device.type != "cpu":
+            # [note: 8-bit momentum] only the CPU kernels take it yet; "auto" falls back to the
+            # reference there ("native" reaches the kernel, which refuses with a clear error).
+            if self.backend == "auto":
+                self._warn_once(("m8-device", tensors[0].device.type),
+                                f"{type(self).__name__}: momentum_bits=8 has no native {tensors[0].device.type} "
+                                "kernel yet; using the pure-PyTorch reference step there (slower)")
+                return True
         # [note: non-contiguous tensors] the native kernels take contiguous storage; anything
         # else (rare for parameters) is updated correctly by the reference kernel instead.
         return not all(t.is_contiguous() for t in tensors)
@@ -267,9 +308,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 mesh = None if type(p) in _dist.PLAIN_TYPES else _dist.mesh_of(p)  # DTensor parameters
                 if mesh is not None:
                     _dist.check(self, p, state)
-                aux_key = self._aux_key(p)
-                tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
-                key = (p.device, self._batch_key(p, group), self._use_reference(tensors), mesh)
+                key = (p.device, self._batch_key(p, group), self._use_reference(self._step_tensors(p, state)), mesh)
                 by_key[key].append((p, pid))
             for (device, sub, use_ref, _), items in by_key.items():
                 batches.append((group, device, sub, use_ref, [p for p, _ in items], [i for _, i in items]))
@@ -322,9 +361,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         if type(p) not in _dist.PLAIN_TYPES and _dist.mesh_of(p) is not None:  # a DTensor parameter
             _dist.check(self, p, state)
             return _dist.run_batches(self, [(group, p.device, self._batch_key(p, group), False, [p], [ordinal])])
-        aux_key = self._aux_key(p)
-        tensors = [p, p.grad, state["exp_avg"]] + ([state[aux_key]] if aux_key else [])
-        self._run_batch(group, [p], [ordinal], p.device, self._batch_key(p, group), self._use_reference(tensors))
+        self._run_batch(group, [p], [ordinal], p.device, self._batch_key(p, group),
+                        self._use_reference(self._step_tensors(p, state)))
 
     def _run_batch(self, group, params, ids, device, sub, use_ref):
         states = [self.state[p] for p in params]
@@ -337,7 +375,9 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         grad_scale, found_inf = self._gradscaler_tensors(device)
         op = self._op(use_ref, device)
         self._call_op(op, group, sub, states, params=params, grads=[p.grad for p in params],
-                      exp_avgs=[st["exp_avg"] for st in states], aux=aux,
+                      exp_avgs=[st["exp_avg"] for st in states],
+                      exp_avg_absmax=[st["exp_avg_absmax"] for st in states] if self.momentum_bits == 8 else [],
+                      aux=aux,
                       steps=[st["step"] for st in states], stamps=[st["param_stamp"] for st in states],
                       lr=self._lr_tensor(group, device), param_ids=ids,
                       maximize=bool(group.get("maximize", False)), precision=self.precision,
@@ -389,14 +429,15 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 self._validate_group({**self.defaults, **merged})
             except ValueError as e:
                 raise ValueError(f"{name}.load_state_dict: a saved group's hyperparameters are invalid: {e}") from None
-        saved_state = {}
+        saved_state, momenta = {}, {}
         params = [p for g in self.param_groups for p in g["params"]]
         for pid, st in state_dict.get("state", {}).items():
             p = id_to_param.get(pid)
             if p is None:
                 continue
             st = {k: v for k, v in st.items() if v is not None and k not in DERIVED_STATE}
-            for key in ("exp_avg", "kahan_comp", "master_param"):
+            momenta[pid] = self._saved_momentum(pid, p, st)
+            for key in ("kahan_comp", "master_param"):
                 if key not in st:
                     continue
                 t = st[key]
@@ -404,7 +445,9 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                     raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {pid} must be a floating "
                                      f"tensor of shape {list(p.shape)}, got "
                                      f"{list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-                if overlapping_pair(params + [t]) is not None and t.device == p.device:
+            for key in ("exp_avg", "exp_avg_absmax", "kahan_comp", "master_param"):
+                t = st.get(key)
+                if isinstance(t, torch.Tensor) and overlapping_pair(params + [t]) is not None and t.device == p.device:
                     raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {pid} shares memory "
                                      "with a parameter; pass a copy (e.g. the result of torch.load)")
             if "step" in st:
@@ -414,7 +457,8 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 if not (ok and math.isfinite(value) and value == int(value) and value >= 0):
                     raise ValueError(f"{name}.load_state_dict: 'step' of parameter {pid} must be one non-negative "
                                      f"integer, got {s!r}")
-            saved_state[pid] = st
+            # The momentum is set below from momenta (torch's loader would round it to the param dtype).
+            saved_state[pid] = {k: v for k, v in st.items() if k not in _BNB_KEYS + ("exp_avg", "exp_avg_absmax")}
         converted = {"state": saved_state, "param_groups": saved_groups}
         super().load_state_dict(converted)
         for g in self.param_groups:  # torch's loader keeps unknown keys; defaults fill missing ones
@@ -423,9 +467,9 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         for pid, st in saved_state.items():
             p = id_to_param[pid]
             mine = self.state[p]
-            if "exp_avg" in st:  # like_param: in the parameter's (DTensor) layout
-                mine["exp_avg"] = _dist.like_param(st["exp_avg"], p).to(
-                    device=p.device, dtype=self._momentum_dtype_for(p), copy=True).contiguous()
+            mine.pop("exp_avg_absmax", None)
+            if momenta[pid] is not None:
+                mine.update(self._momentum_state(p, momenta[pid]))
             for key, dtype in (("master_param", torch.float32), ("kahan_comp", p.dtype)):
                 if key in st and self._aux_key(p) == key:
                     mine[key] = _dist.like_param(st[key], p).to(device=p.device, dtype=dtype, copy=True).contiguous()
@@ -445,6 +489,73 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
 
     def _on_missing_step(self, pid):
         pass
+
+    # ---- momentum in a saved state: ours (32-bit or 8-bit) or bitsandbytes' ------------------
+    def _saved_momentum(self, pid, p, st):
+        """The saved momentum of parameter pid, checked: ("codes", codes, absmax) for an 8-bit one,
+        ("float", m) otherwise, None when there is none. bitsandbytes' 8-bit state (state1 codes,
+        qmap1, absmax1 per block of 256, possibly nested under __bnb_optimizer_quant_state__) is
+        dequantised with its own map."""
+        where = f"{type(self).__name__}.load_state_dict: parameter {pid}"
+        bnb = st.get("__bnb_optimizer_quant_state__", st)
+        if isinstance(bnb, dict) and "state1" in bnb:
+            if "state2" in bnb and bnb["state2"] is not None:
+                raise ValueError(f"{where}: the bitsandbytes state has two moments (state2); only Lion's one "
+                                 "momentum (Lion8bit / Lion32bit) converts")
+            s1 = bnb["state1"]
+            if not isinstance(s1, torch.Tensor) or s1.numel() != p.numel():
+                raise ValueError(f"{where}: bitsandbytes 'state1' must be a tensor of {p.numel()} elements")
+            if s1.dtype == torch.uint8:
+                qmap, absmax = bnb.get("qmap1"), bnb.get("absmax1")
+                blocks = _m8.num_blocks(p.numel(), _m8.BNB_BLOCK)
+                if not (isinstance(qmap, torch.Tensor) and qmap.numel() == 256 and isinstance(absmax, torch.Tensor)
+                        and absmax.numel() == blocks):
+                    raise ValueError(f"{where}: a bitsandbytes 8-bit state needs 'qmap1' (256 code values) and "
+                                     f"'absmax1' ({blocks} values, one per block of {_m8.BNB_BLOCK}); got "
+                                     f"{None if qmap is None else qmap.numel()} and "
+                                     f"{None if absmax is None else absmax.numel()} (blockwise=False states do not convert)")
+                return "float", _m8.bnb_dequantize(s1, qmap, absmax).view(p.shape)
+            if not s1.is_floating_point():
+                raise ValueError(f"{where}: bitsandbytes 'state1' must be uint8 codes or floating, got {s1.dtype}")
+            return "float", s1.reshape(p.shape)
+        m = st.get("exp_avg")
+        if m is None:
+            return None
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(p.shape):
+            raise ValueError(f"{where}: state 'exp_avg' must be a tensor of shape {list(p.shape)}, got "
+                             f"{list(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}")
+        if m.dtype == torch.uint8:
+            a = st.get("exp_avg_absmax")
+            blocks = _m8.num_blocks(p.numel())
+            if not (isinstance(a, torch.Tensor) and a.dtype == torch.float32 and a.numel() == blocks):
+                got = "missing" if a is None else (f"{a.dtype}, {a.numel()} element(s)" if isinstance(a, torch.Tensor)
+                                                   else type(a).__name__)
+                raise ValueError(f"{where}: state 'exp_avg' holds 8-bit momentum codes (uint8), which need "
+                                 f"'exp_avg_absmax': a float32 tensor of {blocks} block absmax value(s) (one per "
+                                 f"block of {_m8.BLOCK}); got {got}")
+            a_local = _dist.local(a)
+            if not bool(torch.isfinite(a_local).all()) or bool((a_local < 0).any()):
+                raise ValueError(f"{where}: state 'exp_avg_absmax' must hold finite values >= 0 (block absmax of the "
+                                 f"8-bit momentum), got min {float(a_local.min())}, max {float(a_local.max())}")
+            return "codes", m, a
+        if not m.is_floating_point():
+            raise ValueError(f"{where}: state 'exp_avg' must be a floating tensor or uint8 8-bit codes, got {m.dtype}")
+        return "float", m
+
+    def _momentum_state(self, p, saved) -> dict:
+        """State entries for this optimizer's momentum storage from a _saved_momentum result: 8-bit
+        codes are kept; a float momentum is quantised for momentum_bits=8; codes are dequantised
+        for 32-bit storage (docs/semantics.md, "8-bit momentum")."""
+        if self.momentum_bits == 8:
+            if saved[0] == "codes":
+                return {"exp_avg": saved[1].to(device=p.device, copy=True).contiguous(),
+                        "exp_avg_absmax": saved[2].to(device=p.device, copy=True).contiguous()}
+            codes, absmax = _m8.encode(_dist.like_param(saved[1], p).to(device=p.device, dtype=torch.float32).reshape(-1))
+            return {"exp_avg": codes.view(p.shape), "exp_avg_absmax": absmax}
+        m = saved[1] if saved[0] == "float" else _m8.decode(saved[1].reshape(-1), saved[2].reshape(-1)).view(p.shape)
+        # like_param: in the parameter's (DTensor) layout
+        return {"exp_avg": _dist.like_param(m, p).to(device=p.device, dtype=self._momentum_dtype_for(p),
+                                                      copy=True).contiguous()}
 
 
 __all__ = ["SignMomentumOptimizer", "overlapping_pair"]

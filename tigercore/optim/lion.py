@@ -12,6 +12,10 @@ from ._base import HALF, SignMomentumOptimizer
 
 # optimi's Lion group keys that have a Lion equivalent here (see _convert_foreign_groups).
 _OPTIMI_KEYS = ("beta1", "beta2")
+# bitsandbytes' Lion8bit / Lion32bit group keys without a meaning here (its lr, betas and decoupled
+# weight decay are Lion's); its 8-bit momentum converts in the base loader (_saved_momentum).
+_BNB_GROUP_KEYS = ("eps", "optim_bits", "min_8bit_size", "percentile_clipping", "block_wise", "max_unorm",
+                   "skip_zeros", "is_paged", "alpha", "t_alpha", "t_beta3")
 
 
 class Lion(SignMomentumOptimizer):
@@ -29,6 +33,9 @@ class Lion(SignMomentumOptimizer):
             (Philox stochastic rounding), "none" (round to nearest; small steps are lost).
         momentum_dtype: None (fp32; fp64 for fp64 params), or torch.bfloat16/float16/float32
             (fp16 momentum saturates at +-65504).
+        momentum_bits: 32 (default: momentum_dtype's storage) or 8: the momentum is stored as uint8
+            codes with a float32 absmax per block of 256 elements, ~1 B/param (state
+            ``exp_avg_absmax``; docs/semantics.md, "8-bit momentum"). Exclusive with momentum_dtype.
         seed: 32-bit seed of the stochastic-rounding stream.
         backend: "auto" (native kernel when registered, else the reference), "native" (error if
             no native kernel), "reference" (pure PyTorch).
@@ -38,11 +45,11 @@ class Lion(SignMomentumOptimizer):
     _kind_keys = ("betas",)
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False,
-                 precision="master", momentum_dtype=None, seed=0, backend="auto"):
+                 precision="master", momentum_dtype=None, momentum_bits=32, seed=0, backend="auto"):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
                         weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults, precision=precision, momentum_dtype=momentum_dtype,
-                         seed=seed, backend=backend)
+                         seed=seed, backend=backend, momentum_bits=momentum_bits)
 
     def _validate_group(self, group: dict) -> None:
         _checks.validate_lr(group["lr"])
@@ -70,15 +77,18 @@ class Lion(SignMomentumOptimizer):
     def _call_op(self, op, group, sub, states, **common):
         beta1, beta2 = group["betas"]
         op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
-           common.pop("steps"), common.pop("stamps"), beta1=float(beta1), beta2=float(beta2),
-           weight_decay=float(group["weight_decay"]), **common)
+           common.pop("steps"), common.pop("stamps"), common.pop("exp_avg_absmax", []), beta1=float(beta1),
+           beta2=float(beta2), weight_decay=float(group["weight_decay"]), **common)
 
     def _convert_foreign_groups(self, saved_groups):
         """optimi's Lion saves beta1/beta2 (and kahan_comp=None, dropped by the loader): its lr, betas
         and weight decay are taken over; with its decouple_lr the decay becomes wd / max_lr
-        (docs/semantics.md, "Weight decay")."""
+        (docs/semantics.md, "Weight decay"). bitsandbytes' Lion groups (lr, betas, weight_decay: the
+        same decoupled decay) lose their bitsandbytes-only keys."""
         out = []
         for g in saved_groups:
+            if "betas" in g and "eps" in g:
+                g = {k: v for k, v in g.items() if k not in _BNB_GROUP_KEYS}
             if "betas" not in g and all(k in g for k in _OPTIMI_KEYS):
                 wd = float(g.get("weight_decay", 0.0))
                 if g.get("decouple_lr"):

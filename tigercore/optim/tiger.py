@@ -36,10 +36,13 @@ class Tiger(SignMomentumOptimizer):
         nonfinite_guard: skip-and-shrink tensors whose gradient holds NaN or +-Inf.
         rms_floor: None (faithful: a tensor/row with RMS 0 never moves), or a floor f >= 0 so that
             eta = lr*max(RMS, f) (a documented deviation).
-        maximize, precision, momentum_dtype, seed, backend: as for Lion.
+        maximize, precision, momentum_dtype, momentum_bits, seed, backend: as for Lion. With
+            momentum_bits=8 every micro-step re-quantises the momentum: see docs/semantics.md,
+            "8-bit momentum", on accumulation.
     State: ``exp_avg``, ``step`` (0-d int64, the micro-step count shared by all tensors),
-    ``master_param`` / ``kahan_comp`` for bf16/fp16 parameters; not saved: ``param_stamp`` and
-    ``sumsq`` (the carried sums of squares of classes K and E; [note: carried sums]).
+    ``master_param`` / ``kahan_comp`` for bf16/fp16 parameters, ``exp_avg_absmax`` (8-bit momentum);
+    not saved: ``param_stamp`` and ``sumsq`` (the carried sums of squares of classes K and E; [note:
+    carried sums]).
     """
 
     _op_name = "tiger_step_"
@@ -47,7 +50,7 @@ class Tiger(SignMomentumOptimizer):
 
     def __init__(self, params, lr=1e-3, beta=0.965, weight_decay=0.01, grad_accum_steps=1,
                  shrink_ratio=0.99, nonfinite_guard=True, rms_floor=None, *, maximize=False,
-                 precision="master", momentum_dtype=None, seed=0, backend="auto"):
+                 precision="master", momentum_dtype=None, momentum_bits=32, seed=0, backend="auto"):
         defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, grad_accum_steps=grad_accum_steps,
                         shrink_ratio=shrink_ratio, nonfinite_guard=nonfinite_guard, rms_floor=rms_floor,
                         tiger_class=None, shrink_center=0.0, maximize=maximize)
@@ -58,7 +61,7 @@ class Tiger(SignMomentumOptimizer):
                                              "to m for beta > 0.996 and terms (1-beta)*g/k are dropped when |g| << |m| "
                                              "(docs/semantics.md, 'Momentum storage'); prefer float32 momentum here.")
         super().__init__(params, defaults, precision=precision, momentum_dtype=momentum_dtype,
-                         seed=seed, backend=backend)
+                         seed=seed, backend=backend, momentum_bits=momentum_bits)
 
     def _validate_group(self, group: dict) -> None:
         _checks.validate_lr(group["lr"])
@@ -127,8 +130,9 @@ class Tiger(SignMomentumOptimizer):
         floor = group.get("rms_floor")
         sumsq = [st["sumsq"] for st in states] if sub != "V" else []
         op(common.pop("params"), common.pop("grads"), common.pop("exp_avgs"), common.pop("aux"),
-           common.pop("steps"), common.pop("stamps"), sumsq, beta=float(group["beta"]),
-           weight_decay=float(group["weight_decay"]), grad_accum_steps=int(group["grad_accum_steps"]),
+           common.pop("steps"), common.pop("stamps"), sumsq, common.pop("exp_avg_absmax", []),
+           beta=float(group["beta"]), weight_decay=float(group["weight_decay"]),
+           grad_accum_steps=int(group["grad_accum_steps"]),
            tiger_class=sub, shrink_ratio=float(group["shrink_ratio"]),
            shrink_center=float(group.get("shrink_center", 0.0)),
            nonfinite_guard=bool(group["nonfinite_guard"]), rms_floor=0.0 if floor is None else float(floor),

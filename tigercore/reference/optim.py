@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
+from . import momentum8 as _m8
 from .numerics import fma, sign, sr_random_words, stochastic_round
 
 HALF = _checks.HALF_DTYPES
@@ -53,8 +54,21 @@ def _working_copy(p, aux_t, mode):
     return p.to(_opmath(p))
 
 
-def _store_momentum(m_t: torch.Tensor, m: torch.Tensor):
-    """[note: momentum storage] fp16 momentum saturates at +-65504 (NaN stays NaN)."""
+def _load_momentum(m_t: torch.Tensor, absmax, T: torch.dtype) -> torch.Tensor:
+    """The momentum in op-math type T; 8-bit codes (uint8) are decoded with their block absmax."""
+    if m_t.dtype == torch.uint8:
+        return _m8.decode(m_t, absmax).to(T)
+    return m_t.to(T)
+
+
+def _store_momentum(m_t: torch.Tensor, m: torch.Tensor, absmax=None):
+    """[note: momentum storage] fp16 momentum saturates at +-65504 (NaN stays NaN); 8-bit
+    momentum is re-encoded block by block, with new absmax values ([note: 8-bit momentum])."""
+    if m_t.dtype == torch.uint8:
+        codes, a = _m8.encode(m)
+        m_t.copy_(codes)
+        absmax.copy_(a)
+        return
     if m_t.dtype == torch.float16:
         m = m.clamp(-FP16_MAX, FP16_MAX)
     m_t.copy_(m)
@@ -197,12 +211,13 @@ def tiger_stats(params, grads, aux, sumsq=(), *, tiger_class, precision, grad_sc
 
 # ---- the steps ------------------------------------------------------------------------------------
 @torch.no_grad()
-def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, beta2, weight_decay, param_ids,
+def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), exp_avg_absmax=(), *, lr, beta1, beta2, weight_decay, param_ids,
                maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
                elem_offsets=()):
     _checks.check_step_inputs("lion_step_", params, grads, exp_avgs, aux, steps, stamps, param_ids,
                               precision, grad_scale, found_inf, lr)
     _checks.check_elem_offsets("lion_step_", elem_offsets, params)
+    _checks.check_absmax("lion_step_", exp_avg_absmax, exp_avgs, params)
     _checks.check_lion_hyper(beta1, beta2, weight_decay)
     _checks.check_scalar_values("lion_step_", lr, grad_scale)
     sync_external_writes_(params, aux, stamps, precision=precision, compiled=compiled)
@@ -212,7 +227,8 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, bet
         k = step_coefficients("lion", T, beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
         eta = _lr(lr, p).to(T)
         g = _load_grad(g, grad_scale, write_back=grad_scale is not None)
-        m = m_t.to(T)
+        absmax = exp_avg_absmax[i] if exp_avg_absmax else None
+        m = _load_momentum(m_t, absmax, T)
         w_old = _working_copy(p, aux_t, mode)
         c = fma(m, k["b1"], k["g1"] * g)
         u = fma(w_old, k["wd"], sign(c))
@@ -220,14 +236,14 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), *, lr, beta1, bet
         m_new = fma(m, k["b2"], k["g2"] * g)
         _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], int(s_t.item()),
                      elem_offsets[i] if elem_offsets else 0)
-        _store_momentum(m_t, m_new)
+        _store_momentum(m_t, m_new, absmax)
         s_t.add_(1)
     for stamp, p in zip(stamps, params):
         _record(stamp, p)
 
 
 @torch.no_grad()
-def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr, beta, weight_decay,
+def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), exp_avg_absmax=(), *, lr, beta, weight_decay,
                 grad_accum_steps, tiger_class, shrink_ratio, shrink_center, nonfinite_guard, rms_floor, param_ids,
                 maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
                 eta=None, nonfinite=None, elem_offsets=()):
@@ -235,6 +251,7 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr,
     _checks.check_step_inputs(op, params, grads, exp_avgs, aux, steps, stamps, param_ids, precision, grad_scale,
                               found_inf, lr)
     _checks.check_elem_offsets(op, elem_offsets, params)
+    _checks.check_absmax(op, exp_avg_absmax, exp_avgs, params)
     _checks.check_tiger_hyper(beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio, shrink_center,
                               rms_floor)
     _checks.check_scalar_values(op, lr, grad_scale)
@@ -268,8 +285,9 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), *, lr,
             written = True
         else:
             b1 = k["beta"] if t % k_accum == 0 else torch.tensor(1.0, dtype=T)
-            m = fma(m_t.to(T), b1, k["g"] * g)
-            _store_momentum(m_t, m)
+            absmax = exp_avg_absmax[i] if exp_avg_absmax else None
+            m = fma(_load_momentum(m_t, absmax, T), b1, k["g"] * g)
+            _store_momentum(m_t, m, absmax)
             if (t + 1) % k_accum == 0:
                 lr64 = _lr(lr, p)
                 if tiger_class == "V":

@@ -21,10 +21,11 @@ struct KernelKey {
 
 TC_FN bool is_16bit(DType d) { return d == DType::kFloat16 || d == DType::kBFloat16; }
 
-// fp64 params keep fp64 momentum (the plan checks); modes other than "none" exist only for 16-bit
-// params (the plan already reduces them; this keeps the key canonical).
+// fp64 params keep fp64 momentum unless it is 8-bit (the plan checks); modes other than "none"
+// exist only for 16-bit params (the plan already reduces them; this keeps the key canonical).
 inline KernelKey kernel_key(const StepTensor& t) {
-  const DType m = t.param_dtype == DType::kFloat64 ? DType::kFloat64 : t.momentum_dtype;
+  const DType m = t.param_dtype == DType::kFloat64 && t.momentum_dtype != DType::kCode8 ? DType::kFloat64
+                                                                                     : t.momentum_dtype;
   return KernelKey{t.param_dtype, m, is_16bit(t.param_dtype) ? t.mode : Precision::kNone};
 }
 
@@ -41,6 +42,7 @@ TC_FORCEINLINE void dispatch_dtype(DType d, F&& f) {
     case DType::kFloat64: return f(double{});
     case DType::kFloat16: return f(half_t{});
     case DType::kBFloat16: return f(bfloat16_t{});
+    case DType::kCode8: break;  // a momentum storage, never a parameter or gradient dtype
   }
   TC_UNREACHABLE();
 }
@@ -61,7 +63,9 @@ TC_FORCEINLINE void dispatch_mode(Precision mode, F&& f) {
   }
 }
 
-// Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation.
+// Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation. 8-bit
+// momentum never reaches here: the CPU loops decode a chunk's blocks into an op-math buffer and
+// dispatch on that ([note: 8-bit momentum], csrc/cpu/optim_kernels.h).
 template <typename F>
 TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
   dispatch_dtype(k.param, [&](auto p_tag) {
@@ -76,7 +80,7 @@ TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
         case DType::kFloat32: return with_m(float{});
         case DType::kFloat16: return with_m(half_t{});
         case DType::kBFloat16: return with_m(bfloat16_t{});
-        case DType::kFloat64: break;
+        case DType::kFloat64: case DType::kCode8: break;
       }
       TC_UNREACHABLE();
     }

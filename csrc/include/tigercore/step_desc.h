@@ -4,6 +4,7 @@
 // user is in docs/semantics.md ("The step ops"); the reference is tigercore/reference/optim.py.
 #pragma once
 #include "tigercore/dtype.h"
+#include "tigercore/momentum8.h"
 #include "tigercore/optim_math.h"
 
 namespace tigercore {
@@ -122,8 +123,9 @@ struct StepTensor {
   void* grad;
   void* exp_avg;
   void* aux;             // kahan_comp (param dtype) or master_param (fp32), else nullptr
+  float* absmax;         // 8-bit momentum (momentum_dtype kCode8): its block absmax, else nullptr
   DType param_dtype;
-  DType momentum_dtype;
+  DType momentum_dtype;  // kCode8: exp_avg holds uint8 codes ([note: 8-bit momentum])
   Precision mode;        // kNone unless the parameter is fp16/bf16
   int64_t numel;
   int64_t row_len;       // Tiger E: elements per row (last dim); otherwise numel
