@@ -5,6 +5,7 @@
 // (tigercore/kernel_key.h). Reference: tigercore/reference/optim.py.
 #pragma once
 #include <algorithm>
+#include <vector>
 
 #include "kernel_table.h"
 #include "sr_words.h"
