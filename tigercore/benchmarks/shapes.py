@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 
-def gpt2_small() -> list[tuple[str, tuple[int, ...]]]:
-    d, vocab, ctx, layers = 768, 50257, 1024, 12
+def gpt2_small(vocab: int = 50257, d: int = 768, layers: int = 12, ctx: int = 1024) -> list[tuple[str, tuple[int, ...]]]:
+    """GPT-2's parameter shapes; the defaults are GPT-2 small's (124M)."""
     shapes = [("wte", (vocab, d)), ("wpe", (ctx, d))]
     for i in range(layers):
         shapes += [(f"h{i}.ln_1.weight", (d,)), (f"h{i}.ln_1.bias", (d,)),
