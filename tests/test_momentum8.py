@@ -12,7 +12,7 @@ from _helpers import lion, tiger
 from conftest import requires_native
 from tolerances import assert_bitwise_equal
 
-from tigercore.optim import Lion, Tiger
+from tigercore.optim import Lion, Tiger, tiger_param_groups
 from tigercore.reference import momentum8 as m8
 
 FLT_MAX = torch.finfo(torch.float32).max
@@ -153,20 +153,12 @@ def _tiger_groups(params):
             dict(params=v, tiger_class="V", shrink_center=1.0)]
 
 
-def _run_tiger(backend, dtype, precision, shapes, steps=4, threads=1, seed=0, grad_hook=None, **kw):
-    params = _model(dtype, shapes, seed)
-    opt = Tiger(_tiger_groups(params), momentum_bits=8, backend=backend, precision=precision, **kw)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for t in range(steps):
-            _grads(params, 100 * seed + t)
-            if grad_hook is not None:
-                grad_hook(t, params)
-            opt.step()
-    finally:
-        torch.set_num_threads(old)
-    return params, opt
+def _tiger(params, **kw):
+    return Tiger(_tiger_groups(params), **kw)
+
+
+def _run_tiger(backend, dtype, precision, shapes, steps=4, **kw):
+    return _run(_tiger, backend, dtype, precision, shapes, steps=steps, **kw)
 
 
 @pytest.mark.parametrize("dtype,precision", MODES, ids=lambda v: str(v).replace("torch.", ""))
@@ -404,3 +396,32 @@ def test_cuda_auto_backend_falls_back_to_reference_with_a_warning():
         opt.step()
     Lion([q], lr=1e-2, momentum_bits=8, backend="reference").step()
     assert torch.equal(p.detach().cpu(), q.detach())
+
+
+@pytest.mark.parametrize("kind", ["lion", "tiger"])
+def test_8bit_training_tracks_32bit(kind):
+    """A small regression MLP trained 100 steps with 8-bit and with 32-bit momentum: the parameters'
+    displacement from init points the same way (cosine > 0.97), the two end points lie within a
+    quarter of the 32-bit displacement of each other, and the final losses agree within 10%."""
+    def run(bits):
+        torch.manual_seed(0)
+        x = torch.randn(512, 64)
+        y = x @ (torch.randn(64, 8) / 8) + 0.1 * torch.randn(512, 8)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 8))
+        init = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        opt = (Lion(model.parameters(), lr=3e-3, momentum_bits=bits) if kind == "lion"
+               else Tiger(tiger_param_groups(model), lr=2e-2, momentum_bits=bits))
+        for t in range(100):
+            i = torch.randint(0, 512, (64,), generator=torch.Generator().manual_seed(t))
+            loss = ((model(x[i]) - y[i]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        end = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return end - init, ((model(x) - y) ** 2).mean().item()
+
+    d32, loss32 = run(32)
+    d8, loss8 = run(8)
+    assert torch.nn.functional.cosine_similarity(d32, d8, dim=0) > 0.97
+    assert (d32 - d8).norm() < 0.25 * d32.norm()
+    assert abs(loss8 - loss32) < 0.1 * loss32
