@@ -31,21 +31,23 @@ def gpt2_small_shapes() -> dict:
 class Config:
     algo: str           # "lion" or "tiger"
     param: torch.dtype
-    momentum: torch.dtype
+    momentum: torch.dtype  # torch.uint8: 8-bit momentum (codes + a float32 absmax per 256)
     precision: str = "none"
 
     @property
     def label(self) -> str:
-        short = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        short = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.uint8: "8-bit"}
         mode = "" if self.param == torch.float32 else f" {self.precision}"
         return f"{self.algo} {short[self.param]} params, {short[self.momentum]} momentum{mode}"
 
 
-def bytes_per_element(c: Config, cls: str = "K", guard: bool = True) -> int:
+def bytes_per_element(c: Config, cls: str = "K", guard: bool = True) -> float:
     """Bytes a step must read and write per element (no GradScaler): the update reads g, m and the
     working weight (master copy, or theta; Kahan also its compensation) and writes them back
-    (master: and theta); Tiger's stage 1 also reads the working weight (K/E) and g (guard)."""
-    p, m = torch.finfo(c.param).bits // 8, torch.finfo(c.momentum).bits // 8
+    (master: and theta); Tiger's stage 1 also reads the working weight (K/E) and g (guard).
+    8-bit momentum: 1 byte of code plus 4/256 of absmax, each way."""
+    p = torch.finfo(c.param).bits // 8
+    m = 1 + 4 / 256 if c.momentum == torch.uint8 else torch.finfo(c.momentum).bits // 8
     half = c.param != torch.float32
     w = 4 if half and c.precision == "master" else p
     update = p + 2 * m + 2 * w + (p if half and c.precision == "master" else 0)
@@ -69,7 +71,11 @@ CONFIGS = [Config("lion", torch.float32, torch.float32),
            Config("lion", torch.bfloat16, torch.float32, "master"),
            Config("tiger", torch.float32, torch.float32),
            Config("tiger", torch.bfloat16, torch.float32, "none"),
-           Config("tiger", torch.bfloat16, torch.float32, "master")]
+           Config("tiger", torch.bfloat16, torch.float32, "master"),
+           Config("lion", torch.float32, torch.uint8),
+           Config("lion", torch.bfloat16, torch.uint8, "stochastic"),
+           Config("tiger", torch.float32, torch.uint8),
+           Config("tiger", torch.bfloat16, torch.uint8, "stochastic")]
 
 
 def predict(bandwidth_tbs: float) -> None:
@@ -113,33 +119,43 @@ def copy_bandwidth(timer: Timer) -> float:
     return 2 * n / timer(lambda: dst.copy_(src))
 
 
-def make_step(c: Config):
-    """Tensors of GPT-2 small in c's dtypes and one closure that steps all of them (one op call per
-    Tiger class, one Lion call), as the optimizers do."""
-    calls = []
-    classes = gpt2_small_shapes() if c.algo == "tiger" else {"K": sum(gpt2_small_shapes().values(), [])}
+def make_step(c: Config, device="cuda", shapes: dict | None = None):
+    """Tensors of GPT-2 small (or `shapes`, {class: shapes}) in c's dtypes on `device` and one closure
+    that steps all of them (one op call per Tiger class, one Lion call), as the optimizers do."""
+    calls, all_params = [], []
+    by_class = shapes or gpt2_small_shapes()
+    classes = by_class if c.algo == "tiger" else {"K": sum(by_class.values(), [])}
     pid = 0
     for cls, shapes in classes.items():
-        params = [torch.randn(s, device="cuda").to(c.param) * 0.02 for s in shapes]
+        params = [torch.randn(s, device=device).to(c.param) * 0.02 for s in shapes]
+        all_params += params
         grads = [torch.randn_like(p) for p in params]
-        moms = [torch.zeros(p.shape, dtype=c.momentum, device="cuda") for p in params]
+        moms = [torch.zeros(p.shape, dtype=c.momentum, device=device) for p in params]
+        absmax = [torch.zeros((p.numel() + 255) // 256, device=device) for p in params] \
+            if c.momentum == torch.uint8 else []
         aux = []
         if c.param != torch.float32 and c.precision == "master":
             aux = [p.float() for p in params]
         elif c.param != torch.float32 and c.precision == "kahan":
             aux = [torch.zeros_like(p) for p in params]
-        steps = [torch.zeros((), dtype=torch.int64, device="cuda") for _ in params]
+        steps = [torch.zeros((), dtype=torch.int64, device=device) for _ in params]
         ids = list(range(pid, pid + len(params)))
         pid += len(params)
-        common = dict(maximize=False, precision=c.precision, seed=0, param_ids=ids)
+        lr = torch.tensor(1e-4 if c.algo == "lion" else 1e-3, dtype=torch.float64, device=device)
+        common = dict(lr=lr, maximize=False, precision=c.precision, seed=0, param_ids=ids)
+        lists = (params, grads, moms, aux, steps, [])  # no stamps: external writes are not checked
         if c.algo == "lion":
-            calls.append(lambda a=(params, grads, moms, aux, steps), k=common: torch.ops.tigercore.lion_step_(
-                *a, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.1, **k))
+            calls.append(lambda a=lists, q=absmax, k=common: torch.ops.tigercore.lion_step_(
+                *a, q, beta1=0.9, beta2=0.99, weight_decay=0.1, **k))
         else:
-            calls.append(lambda a=(params, grads, moms, aux, steps), k=common, cls=cls: torch.ops.tigercore.tiger_step_(
-                *a, [], lr=1e-3, beta=0.965, weight_decay=0.01, grad_accum_steps=1, tiger_class=cls,
+            calls.append(lambda a=lists, q=absmax, k=common, cls=cls: torch.ops.tigercore.tiger_step_(
+                *a, [], q, beta=0.965, weight_decay=0.01, grad_accum_steps=1, tiger_class=cls,
                 shrink_ratio=0.99, shrink_center=0.0, nonfinite_guard=True, rms_floor=0.0, **k))
-    return lambda: [f() for f in calls]
+    def step():
+        for f in calls:
+            f()
+    step.params = all_params
+    return step
 
 
 def main(argv=None) -> int:

@@ -131,7 +131,7 @@ def test_cuda_matches_cpu_native_and_reference(algo, combo, variant):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_cuda_many_tensors_in_one_call(algo):
-    """320 tensors (several launches of at most 40 tensors, two step-counter launches), a quarter of
+    """320 tensors (several launches of at most 36 tensors, two step-counter launches), a quarter of
     them misaligned views."""
     requires_native(op_name(algo), "cuda")
     shapes = [("misaligned" if i % 4 == 0 else (1 + (i * 37) % 300,)) for i in range(320)]

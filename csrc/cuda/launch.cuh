@@ -48,7 +48,8 @@ cudaError_t launch_each(Kernel kernel, const Launches& launches, const StepCall&
   return cudaSuccess;
 }
 
-// One block of the fused update: lion_block / tiger_block (sign_step_block.h).
+// One block of the fused update: lion_block / tiger_block (sign_step_block.h); M = code8_t for 8-bit
+// momentum ([note: 8-bit momentum on CUDA]).
 template <Algo kAlgo, typename P, typename M, Precision kMode>
 __global__ __launch_bounds__(mta::kBlockSize, 1) void update_kernel(const __grid_constant__ mta::MtaArgs a,
                                                                     const __grid_constant__ StepCall call,
@@ -61,7 +62,7 @@ template <Algo kAlgo>
 cudaError_t launch_update(const KernelKey& key, const Launches& launches, const StepCall& call,
                           const mta::KernelScalars& d, cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  dispatch_key(key, [&](auto p, auto m, auto mode) {
+  dispatch_key_or_code8(key, [&](auto p, auto m, auto mode) {
     err = launch_each(update_kernel<kAlgo, decltype(p), decltype(m), decltype(mode)::value>, launches, call, d, stream);
   });
   return err;

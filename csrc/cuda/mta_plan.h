@@ -18,7 +18,7 @@ namespace mta {
 constexpr int kBlockSize = 256;                  // threads per block, every step kernel
 constexpr int kChunkLog2 = 16;
 constexpr int64_t kChunk = int64_t(1) << kChunkLog2;  // elements per block (update and reduction)
-constexpr int kMaxTensors = 40;                  // tensors per launch (kernel-argument budget)
+constexpr int kMaxTensors = 36;                  // tensors per launch (kernel-argument budget)
 constexpr int kMaxCounters = 160;                // tensors per step-counter launch
 constexpr int kCounterThreads = 128;             // threads per tensor of the step-counter kernel
 constexpr size_t kMaxKernelArgBytes = 4096;      // the classic CUDA kernel-parameter limit
@@ -58,13 +58,30 @@ struct Span {
   int32_t nrows;
   int64_t row;
   int64_t slot;
+  int32_t lead;  // flat_span: the chunk starts `lead` elements into row `row`; span_of: 0
 };
+
+// a = q d + r for d >= 1, without a 64-bit division (a subroutine call on the GPU, [note: no calls
+// in the update kernels]): 32-bit when both fit, else binary long division.
+struct DivMod {
+  uint64_t q, r;
+};
+TC_FN DivMod divmod_u64(uint64_t a, uint64_t d) {
+  if ((a >> 32) == 0 && (d >> 32) == 0) return DivMod{uint32_t(a) / uint32_t(d), uint32_t(a) % uint32_t(d)};
+  uint64_t q = 0, r = 0;  // r < d < 2^63, so r << 1 does not overflow
+  for (int b = 63; b >= 0; --b) {
+    r = (r << 1) | ((a >> b) & 1u);
+    q <<= 1;
+    if (r >= d) r -= d, q |= 1u;
+  }
+  return DivMod{q, r};
+}
 
 // Chunk c of a tensor: elements [start, start + len) = nrows slot-rows of rlen elements each;
 // slot-row r is row (row + r) and slot (slot + r) of the tensor. Only 32-bit divisions (c < 2^31,
 // row_len <= kChunk or pieces <= c): a 64-bit division is a subroutine call on the GPU.
 TC_FN Span span_of(int64_t numel, int64_t row_len, int64_t c) {
-  Span s;
+  Span s{};
   if (row_len <= kChunk) {
     const int64_t rpc = int64_t(uint32_t(kChunk) / uint32_t(row_len));
     const int64_t cap = rpc * row_len;
@@ -74,6 +91,7 @@ TC_FN Span span_of(int64_t numel, int64_t row_len, int64_t c) {
     s.rlen = int32_t(row_len);
     s.nrows = int32_t(uint32_t(s.len) / uint32_t(row_len));
     s.slot = s.row;
+    s.lead = 0;
   } else {
     const int64_t pieces = (row_len + kChunk - 1) >> kChunkLog2;
     s.row = pieces > c ? 0 : int64_t(uint32_t(c) / uint32_t(pieces));
@@ -83,6 +101,7 @@ TC_FN Span span_of(int64_t numel, int64_t row_len, int64_t c) {
     s.nrows = 1;
     s.start = s.row * row_len + off;
     s.slot = c;  // = row * pieces + piece
+    s.lead = 0;
   }
   return s;
 }
@@ -99,6 +118,7 @@ struct MtaTensor {
   uint32_t param_id;    // stochastic-rounding key
   int32_t ordinal;      // index of the tensor in the call (its guard flag)
   int64_t elem_offset;  // stochastic-rounding counter of element 0 (a shard's flat offset; StepTensor)
+  float* absmax;        // 8-bit momentum: the block absmax values ([note: 8-bit momentum on CUDA]), else nullptr
 };
 
 // Everything a launch knows about its tensors, passed by value as a kernel argument. Block b
@@ -202,7 +222,28 @@ std::vector<Launch> plan_launches(const std::vector<int32_t>& order, BlocksOf&& 
   return out;
 }
 
-inline int64_t update_blocks(const StepTensor& t) { return grid_of(t.numel, t.row_len).chunks; }
+// [note: 8-bit momentum on CUDA]
+// A tensor with 8-bit momentum is updated in flat chunks of kChunk elements (chunk c holds elements
+// [c kChunk, (c + 1) kChunk)), whatever its rows: kChunk is a multiple of kQ8Block, so a chunk owns
+// whole quantisation blocks and one thread block re-encodes each of them (sign_step_block.h). Tiger
+// E finds the row of the chunk's element i as row + (lead + i) / rlen, a 32-bit division (rows of
+// 8-bit momentum tensors are shorter than 2^31 elements: the host plan checks). Stage 1 (Tiger's
+// sums) keeps the row geometry of span_of.
+TC_FN Span flat_span(int64_t numel, int64_t row_len, int64_t c) {
+  Span s{};
+  s.start = c << kChunkLog2;
+  s.len = int32_t(numel - s.start < kChunk ? numel - s.start : kChunk);
+  s.rlen = int32_t(row_len);
+  const DivMod rl = divmod_u64(uint64_t(s.start), uint64_t(row_len > 0 ? row_len : 1));
+  s.row = int64_t(rl.q);
+  s.lead = int32_t(rl.r);
+  return s;  // nrows and slot: not used by the update
+}
+inline int64_t reduce_blocks(const StepTensor& t) { return grid_of(t.numel, t.row_len).chunks; }
+inline int64_t update_blocks(const StepTensor& t) {
+  if (t.momentum_dtype == DType::kCode8) return (t.numel + kChunk - 1) >> kChunkLog2;
+  return grid_of(t.numel, t.row_len).chunks;
+}
 inline int64_t row_blocks(const StepTensor& t) {  // Tiger stage 2: one thread per row
   return (grid_of(t.numel, t.row_len).rows + kBlockSize - 1) / kBlockSize;
 }
@@ -224,7 +265,7 @@ std::vector<std::pair<Key, std::vector<int32_t>>> group_by(int32_t n, KeyOf&& ke
 
 inline MtaTensor mta_tensor(const StepTensor& t, const int64_t* step, int64_t slot0, int64_t row0, int32_t ordinal) {
   return MtaTensor{{t.param, t.grad, t.exp_avg, t.aux}, t.numel, t.row_len, step, slot0, row0, t.param_id, ordinal,
-                   t.elem_offset};
+                   t.elem_offset, t.momentum_dtype == DType::kCode8 ? t.absmax : nullptr};
 }
 
 // Packs one launch; tensors[i] is the MtaTensor of call index i.
@@ -325,7 +366,7 @@ inline CallPlan plan_call(const std::vector<StepTensor>& tensors, const std::vec
   };
   const auto groups = group_by<KernelKey>(n, [&](int32_t i) { return kernel_key(tensors[size_t(i)]); });
   if (st.reduce_sums || st.reduce_flags)
-    for (const auto& [key, order] : groups) plan.reduce.push_back({key, packed(order, update_blocks)});
+    for (const auto& [key, order] : groups) plan.reduce.push_back({key, packed(order, reduce_blocks)});
   if (st.rows) {
     std::vector<int32_t> all(static_cast<size_t>(n));
     for (int32_t i = 0; i < n; ++i) all[size_t(i)] = i;

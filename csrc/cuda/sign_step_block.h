@@ -56,14 +56,7 @@ TC_FN double lr_of(const StepCall& call, const KernelScalars& d) { return d.lr !
 // unscale multiplies by a reciprocal ([note: exact unscale]).
 TC_FN bool divides(int64_t k, int64_t t) {  // k >= 1: t % k == 0
   const uint64_t a = t < 0 ? uint64_t(0) - uint64_t(t) : uint64_t(t);
-  const uint64_t d = uint64_t(k);
-  if ((a >> 32) == 0 && (d >> 32) == 0) return uint32_t(a) % uint32_t(d) == 0;
-  uint64_t r = 0;  // binary long division; r < d < 2^63, so r << 1 does not overflow
-  for (int b = 63; b >= 0; --b) {
-    r = (r << 1) | ((a >> b) & 1u);
-    if (r >= d) r -= d;
-  }
-  return r == 0;
+  return divmod_u64(a, uint64_t(k)).r == 0;
 }
 // tiger_is_first_micro_step / tiger_is_update_step of optim_math.h, without the division.
 TC_FN bool tiger_first(int64_t t, int64_t k) { return divides(k, t); }
@@ -162,6 +155,17 @@ struct GradIn {
   }
 };
 
+// kN gradients from a 16-byte-aligned vector into g (op-math); with a grad_scale they are unscaled
+// and stored back ([note: exact unscale]).
+template <int kN, typename T, typename P>
+TC_FN void load_grads(const GradIn<T>& grad_in, P* grad, T (&g)[kN]) {
+  P rg[kN];
+  load_vec(grad, rg);
+  TC_UNROLL
+  for (int k = 0; k < kN; ++k) g[k] = grad_in(rg, k);
+  if (grad_in.scaled()) store_vec(grad, rg);
+}
+
 // [note: chunk loop]
 // body(param, mom, aux, i, local, g) performs the step of the chunk's element `local`, held at
 // index i of the param/mom/aux arrays, with its (unscaled) gradient g. Aligned chunks ([note:
@@ -182,13 +186,7 @@ TC_FN void chunk_loop(const float* grad_scale, P* param, P* grad, M* mom, A* aux
       M rm[kVec];
       A ra[kVec];
       T g[kVec] = {};  // stays 0 where the gradient is not touched (the guard's shrink)
-      if constexpr ((kTouch & kGrad) != 0) {
-        P rg[kVec];
-        load_vec(grad + v, rg);
-        TC_UNROLL
-        for (int k = 0; k < kVec; ++k) g[k] = grad_in(rg, k);
-        if (grad_in.scaled()) store_vec(grad + v, rg);
-      }
+      if constexpr ((kTouch & kGrad) != 0) load_grads(grad_in, grad + v, g);
       if constexpr ((kTouch & kMom) != 0) load_vec(mom + v, rm);
       if constexpr ((kTouch & kParamIn) != 0) load_vec(param + v, rp);
       if constexpr ((kTouch & kAuxIO) != 0) load_vec(aux + v, ra);
@@ -204,14 +202,135 @@ TC_FN void chunk_loop(const float* grad_scale, P* param, P* grad, M* mom, A* aux
     body(param, mom, aux, i, i, (kTouch & kGrad) != 0 ? grad_in(grad, i) : T(0));
 }
 
+// [note: 8-bit momentum on CUDA] (the chunking: mta_plan.h)
+// A warp re-encodes one quantisation block of kQ8Block = 256 elements at a time, each lane holding
+// 8 consecutive elements in registers (one 8-byte load of codes, 16-byte loads of the rest): decode
+// with the old absmax, run the step's element body (the same functors as every other path, with an
+// op-math momentum), write the parameter, round the new momentum to float32, take the block's
+// absmax as an integer max over the lanes (a shuffle butterfly: order-free, so exact), encode, and
+// lane 0 writes the absmax. Element for element this is the CPU's decode / float-momentum step /
+// q8_encode_block ([note: 8-bit momentum on the CPU]); the quotient |m| / absmax is divided
+// without a division instruction, as the unscale ([note: exact unscale]). On the host
+// (csrc/tests/test_mta.cpp runs the block code on the CPU) the call of a warp's first thread runs
+// all 32 lanes, so that the max needs no communication between calls.
+constexpr int kQ8LaneElems = kQ8Block / 32;  // 8
+
+TC_FN uint32_t warp_max(uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  TC_UNROLL
+  for (int o = 16; o > 0; o >>= 1) {
+    const uint32_t w = __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    v = v > w ? v : w;
+  }
+#endif
+  return v;
+}
+
+// The code of x in a block whose absmax has bits amax and reciprocal inv = RN(1/absmax) in fp64:
+// q8_encode_block's code, bit for bit.
+TC_FN uint8_t q8_code(float x, uint32_t amax, double inv) {
+  if (amax == 0u) return q8_code_without_scale(x);
+  const uint32_t xb = float_as_bits(x);
+  return q8_code_of_quotient(xb, div_by(q8_magnitude_of(xb), bits_as_float(amax), inv));
+}
+
+template <unsigned kTouch, typename T, typename P, typename A, typename Body>
+TC_FN void q8_chunk_loop(const float* grad_scale, P* param, P* grad, uint8_t* codes, float* absmax, A* aux,
+                         int32_t len, bool aligned, int tid, int nthreads, Body&& body) {
+  constexpr int kN = kQ8LaneElems;
+#if defined(__CUDA_ARCH__)
+  constexpr int kLanes = 1;  // this thread is one lane
+#else
+  constexpr int kLanes = 32;  // this call runs the whole warp
+  if (tid % 32 != 0) return;
+#endif
+  const GradIn<T> grad_in(grad_scale);
+  const int warp = tid / 32, lane0 = tid % 32, warps = nthreads / 32;
+  const int32_t blocks = (len + kQ8Block - 1) / kQ8Block;
+  for (int32_t q = warp; q < blocks; q += warps) {
+    const float a_old = absmax[q];
+    float m_new[kLanes][kN];
+    uint32_t amax = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      const int32_t base = q * kQ8Block + (lane0 + l) * kN;
+      const int32_t rest = len - base;
+      const int32_t cnt = rest < 0 ? 0 : rest < kN ? rest : kN;
+      const bool vec = aligned && cnt == kN;
+      P rp[kN];
+      A ra[kN];
+      T rm[kN];
+      T g[kN] = {};
+      uint8_t c[kN] = {};
+      if (vec) {
+        if constexpr ((kTouch & kGrad) != 0) load_grads(grad_in, grad + base, g);
+        load_codes8(codes + base, c);
+        if constexpr ((kTouch & kParamIn) != 0) load_vec(param + base, rp);
+        if constexpr ((kTouch & kAuxIO) != 0) load_vec(aux + base, ra);
+      } else {  // unrolled and predicated: the register arrays are only indexed by constants
+        TC_UNROLL
+        for (int k = 0; k < kN; ++k) {
+          if (k >= cnt) continue;
+          if constexpr ((kTouch & kGrad) != 0) g[k] = grad_in(grad + base, k);
+          c[k] = codes[base + k];
+          if constexpr ((kTouch & kParamIn) != 0) rp[k] = param[base + k];
+          if constexpr ((kTouch & kAuxIO) != 0) ra[k] = aux[base + k];
+        }
+      }
+      TC_UNROLL
+      for (int k = 0; k < kN; ++k) rm[k] = T(q8_decode(c[k], a_old));
+      TC_UNROLL
+      for (int k = 0; k < kN; ++k)
+        if (k < cnt) body(rp, rm, ra, k, base + k, g[k]);
+      if (vec) {
+        if constexpr ((kTouch & kParamOut) != 0) store_vec(param + base, rp);
+        if constexpr ((kTouch & kAuxIO) != 0) store_vec(aux + base, ra);
+      } else {
+        TC_UNROLL
+        for (int k = 0; k < kN; ++k) {
+          if (k >= cnt) continue;
+          if constexpr ((kTouch & kParamOut) != 0) param[base + k] = rp[k];
+          if constexpr ((kTouch & kAuxIO) != 0) aux[base + k] = ra[k];
+        }
+      }
+      TC_UNROLL
+      for (int k = 0; k < kN; ++k) m_new[l][k] = k < cnt ? float(rm[k]) : 0.0f;  // fp64 op-math: RNE to fp32
+      const uint32_t a = q8_absmax_bits(m_new[l], kN);
+      amax = amax > a ? amax : a;
+    }
+    amax = warp_max(amax);
+    const double inv = amax != 0u ? reciprocal_rn(bits_as_float(amax)) : 0.0;
+    for (int l = 0; l < kLanes; ++l) {
+      const int32_t base = q * kQ8Block + (lane0 + l) * kN;
+      const int32_t rest = len - base;
+      const int32_t cnt = rest < 0 ? 0 : rest < kN ? rest : kN;
+      uint8_t c[kN];
+      TC_UNROLL
+      for (int k = 0; k < kN; ++k) c[k] = q8_code(m_new[l][k], amax, inv);
+      if (aligned && cnt == kN) {
+        store_codes8(codes + base, c);
+      } else {
+        TC_UNROLL
+        for (int k = 0; k < kN; ++k)
+          if (k < cnt) codes[base + k] = c[k];
+      }
+    }
+    if (lane0 == 0) absmax[q] = bits_as_float(amax);
+  }
+}
+
 // One block's chunk, typed: its arrays (offset to the chunk's first element), geometry, step and
-// stochastic-rounding key, and its loops ([note: chunk loop]).
+// stochastic-rounding key, and its loops ([note: chunk loop]). M = code8_t: 8-bit momentum, flat
+// chunks and q8_chunk_loop ([note: 8-bit momentum on CUDA]); the element bodies then see the
+// momentum as MR = the op-math type.
 template <typename P, typename M, Precision kMode>
 struct Block {
   using T = typename storage<P>::opmath;
   using Access = ParamAccess<kMode, P>;
   using A = typename aux_of<P, kMode>::type;
-  static constexpr int kVec = vec_width<P, M>();
+  static constexpr bool kQ8 = std::is_same<M, code8_t>::value;
+  using MR = std::conditional_t<kQ8, T, M>;        // the momentum as the element bodies see it
+  using MS = std::conditional_t<kQ8, uint8_t, M>;  // its storage
+  static constexpr int kVec = vec_width<P, std::conditional_t<kQ8, P, M>>();
   static constexpr unsigned kUpdate = kGrad | kMom | param_touch<kMode>();
   const MtaTensor& t;
   Span s;
@@ -220,23 +339,32 @@ struct Block {
   SrKey key;
   P* param;
   P* grad;
-  M* mom;
-  A* aux;  // kahan_comp / master_param (non-null: checked by the host plan), else nullptr
+  MS* mom;
+  A* aux;         // kahan_comp / master_param (non-null: checked by the host plan), else nullptr
+  float* absmax;  // 8-bit momentum: the absmax of the chunk's first block
   TC_HOST_DEVICE Block(const MtaArgs& a, const StepCall& call, int64_t block)
       : Block(a, call, locate_block(a, block)) {}
   TC_HOST_DEVICE Block(const MtaArgs& a, const StepCall& call, BlockLoc loc)
       : t(a.t[loc.tensor]),
-        s(span_of(t.numel, t.row_len, loc.chunk)),
+        s(kQ8 ? flat_span(t.numel, t.row_len, loc.chunk) : span_of(t.numel, t.row_len, loc.chunk)),
         aligned(chunk_is_aligned(t, s.start, kVec)),
         step(*t.step),
         key{call.hyper.seed, t.param_id, uint64_t(step)},
         param(static_cast<P*>(t.ptr[0]) + s.start),
         grad(static_cast<P*>(t.ptr[1]) + s.start),
-        mom(static_cast<M*>(t.ptr[2]) + s.start),
-        aux(has_aux<kMode>() ? static_cast<A*>(t.ptr[3]) + s.start : nullptr) {}
+        mom(static_cast<MS*>(t.ptr[2]) + s.start),
+        aux(has_aux<kMode>() ? static_cast<A*>(t.ptr[3]) + s.start : nullptr),
+        absmax(kQ8 ? t.absmax + s.start / kQ8Block : nullptr) {}
   template <unsigned kTouch, typename Body>
   TC_HOST_DEVICE void loop(const float* grad_scale, int tid, int nthreads, Body&& body) const {
-    chunk_loop<kTouch, kVec, T>(grad_scale, param, grad, mom, aux, s.len, aligned, tid, nthreads, body);
+    if constexpr (kQ8 && (kTouch & kMom) != 0) {
+      q8_chunk_loop<kTouch, T>(grad_scale, param, grad, mom, absmax, aux, s.len, aligned, tid, nthreads, body);
+    } else if constexpr (kQ8) {  // the guard's shrink: no momentum
+      chunk_loop<kTouch, kVec, T>(grad_scale, param, grad, static_cast<MR*>(nullptr), aux, s.len, aligned, tid,
+                                  nthreads, body);
+    } else {
+      chunk_loop<kTouch, kVec, T>(grad_scale, param, grad, mom, aux, s.len, aligned, tid, nthreads, body);
+    }
   }
   // Stores w_new per [note: precision modes]; the stochastic-rounding counter is the flat offset
   // in the logical tensor (a shard's elem_offset plus the offset in the shard).
@@ -254,14 +382,15 @@ TC_FN void lion_block(const MtaArgs& a, const StepCall& call, const KernelScalar
   using T = typename B::T;
   using A = typename B::A;
   const B b(a, call, block);
+  using MR = typename B::MR;
   const LionStep<T> step = make_lion_step<T>(call.coef, T(lr_of(call, d)));
-  b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
-    T m = T(storage<M>::load(mom, i));
+  b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, MR* mom, A* aux, int32_t i, int32_t local, T g) {
+    T m = T(storage<MR>::load(mom, i));
     const T w_old = B::Access::load(param, aux, i);
     T w = w_old;
     step(w, m, g);
     b.store(param, aux, i, local, w_old, w);
-    momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
+    momentum_store<MR>::run(mom, i, typename storage<MR>::opmath(m));
   });
 }
 
@@ -276,40 +405,42 @@ TC_FN void tiger_block(const MtaArgs& a, const StepCall& call, const KernelScala
   using B = Block<P, M, kMode>;
   using T = typename B::T;
   using A = typename B::A;
+  using MR = typename B::MR;
   const B b(a, call, block);
   if (call.hyper.nonfinite_guard && d.flags[b.t.ordinal] != 0) {  // a scaled gradient is still stored unscaled
     const TigerShrink<T> shrink = make_tiger_shrink<T>(call.coef);
-    b.template loop<param_touch<kMode>() | kGrad>(d.grad_scale, tid, nthreads, [&](P* param, M*, A* aux, int32_t i, int32_t local, T) {
+    b.template loop<param_touch<kMode>() | kGrad>(d.grad_scale, tid, nthreads, [&](P* param, MR*, A* aux, int32_t i, int32_t local, T) {
       const T w_old = B::Access::load(param, aux, i);
       b.store(param, aux, i, local, w_old, shrink(w_old));
     });
     return;
   }
   const TigerStep<T> step = make_tiger_step<T>(call.coef, tiger_first(b.step, call.hyper.grad_accum_steps));
-  auto momentum = [&](M* mom, int32_t i, T g) -> T {
-    const T m = step.momentum(T(storage<M>::load(mom, i)), g);
-    momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
+  auto momentum = [&](MR* mom, int32_t i, T g) -> T {
+    const T m = step.momentum(T(storage<MR>::load(mom, i)), g);
+    momentum_store<MR>::run(mom, i, typename storage<MR>::opmath(m));
     return m;
   };
   if (!tiger_moves(b.step, call.hyper.grad_accum_steps)) {
     b.template loop<kGrad | kMom>(d.grad_scale, tid, nthreads,
-                                  [&](P*, M* mom, A*, int32_t i, int32_t, T g) { momentum(mom, i, g); });
+                                  [&](P*, MR* mom, A*, int32_t i, int32_t, T g) { momentum(mom, i, g); });
     return;
   }
-  auto update = [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g, T eta) {
+  auto update = [&](P* param, MR* mom, A* aux, int32_t i, int32_t local, T g, T eta) {
     const T m = momentum(mom, i, g);
     const T w_old = B::Access::load(param, aux, i);
     b.store(param, aux, i, local, w_old, step.param(w_old, m, eta));
   };
   if (call.hyper.tiger_class == TigerClass::kE) {
-    const double* eta_rows = d.eta_rows + b.t.row0 + b.s.row;  // slot-row r of the chunk is row s.row + r
-    const uint32_t rlen = uint32_t(b.s.rlen);
-    b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
-      update(param, mom, aux, i, local, g, T(eta_rows[uint32_t(local) / rlen]));
+    // element `local` of the chunk is in row s.row + (s.lead + local) / s.rlen (lead: flat_span)
+    const double* eta_rows = d.eta_rows + b.t.row0 + b.s.row;
+    const uint32_t rlen = uint32_t(b.s.rlen), lead = uint32_t(b.s.lead);
+    b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, MR* mom, A* aux, int32_t i, int32_t local, T g) {
+      update(param, mom, aux, i, local, g, T(eta_rows[(lead + uint32_t(local)) / rlen]));
     });
   } else {
     const T eta = call.hyper.tiger_class == TigerClass::kK ? T(d.eta_rows[b.t.row0]) : T(0.5 * lr_of(call, d));
-    b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, M* mom, A* aux, int32_t i, int32_t local, T g) {
+    b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, MR* mom, A* aux, int32_t i, int32_t local, T g) {
       update(param, mom, aux, i, local, g, eta);
     });
   }

@@ -101,4 +101,28 @@ TC_FN void store_vec(S* p, const S (&in)[kN]) {
   }
 }
 
+// 8 one-byte codes (8-bit momentum, [note: 8-bit momentum on CUDA]) as one 64-bit access; p is
+// 8-byte aligned.
+TC_FN void load_codes8(const uint8_t* p, uint8_t (&out)[8]) {
+  uint32_t w[2];
+#if defined(__CUDA_ARCH__)
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  w[0] = v.x, w[1] = v.y;
+#else
+  std::memcpy(w, p, 8);
+#endif
+  TC_UNROLL
+  for (int k = 0; k < 8; ++k) out[k] = uint8_t(w[k >> 2] >> ((k & 3) * 8));
+}
+TC_FN void store_codes8(uint8_t* p, const uint8_t (&in)[8]) {
+  uint32_t w[2] = {0u, 0u};
+  TC_UNROLL
+  for (int k = 0; k < 8; ++k) w[k >> 2] |= uint32_t(in[k]) << ((k & 3) * 8);
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+#else
+  std::memcpy(p, w, 8);
+#endif
+}
+
 }  // namespace tigercore

@@ -185,9 +185,10 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
     TORCH_CHECK(m.sizes() == p.sizes(), "tigercore::", op, ": exp_avgs[", i, "] has shape ", m.sizes(), " but params[",
                 i, "] has shape ", p.sizes());
     if (m.scalar_type() == at::kByte) {  // [note: 8-bit momentum]: codes and their block absmax
-      TORCH_CHECK(device_type == c10::DeviceType::CPU, "tigercore::", op, ": exp_avgs[", i,
-                  "] holds 8-bit momentum (uint8 codes), which the ", c10::DeviceTypeName(device_type),
-                  " kernels do not support yet; use momentum_bits=32 on this device, or backend='reference'");
+      // the CUDA update finds an element's Tiger E row with 32-bit arithmetic (mta_plan.h, flat_span)
+      TORCH_CHECK(!(tiger && hyper.tiger_class == TigerClass::kE && p.dim() >= 1 && p.size(-1) >= (int64_t(1) << 31)),
+                  "tigercore::", op, ": params[", i, "] has rows of ", p.dim() >= 1 ? p.size(-1) : 0,
+                  " elements; 8-bit momentum with tiger_class 'E' takes rows shorter than 2^31 elements");
       const int64_t blocks = (p.numel() + kQ8Block - 1) / kQ8Block;
       TORCH_CHECK(!in.absmax.empty(), "tigercore::", op, ": exp_avgs[", i,
                   "] is uint8 (8-bit momentum codes) but exp_avg_absmax is empty; pass one float32 tensor of "

@@ -1,12 +1,13 @@
 // test_mta.cpp — the CUDA launch layer, tested on the CPU (no GPU, no torch): chunk geometry, launch
 // and stage planning, argument packing and kernel selection (csrc/cuda/mta_plan.h,
-// tigercore/kernel_key.h), the call-free arithmetic of the kernels (divides, reciprocal_rn, div_by),
+// tigercore/kernel_key.h), the call-free arithmetic of the kernels (divides, divmod_u64, reciprocal_rn, div_by),
 // and the CUDA block code itself (csrc/cuda/sign_step_block.h): every block and thread of every
 // planned launch runs on the CPU and its results are compared bit for bit with the CPU kernels
-// (csrc/cpu/optim_kernels.h) for every dtype, momentum dtype, precision mode, Tiger class,
+// (csrc/cpu/optim_kernels.h) for every dtype, momentum dtype (8-bit codes included), precision mode, Tiger class,
 // GradScaler and guard case, a device lr, caller-given step sizes and flags; tiger_stats' sums and
 // flags are compared with a direct float64 sum and an independent finiteness check. Only CUB's
-// cross-thread sum of stage 1 is replaced (by an in-order sum of the same per-thread parts).
+// cross-thread sum of stage 1 is replaced (by an in-order sum of the same per-thread parts), and
+// the 8-bit path's warp max (the host call of a warp's first thread runs all 32 lanes).
 // Build and run: ctest, or by hand
 //   g++ -std=c++20 -O1 -ffp-contract=off -Icsrc/include -Icsrc csrc/tests/test_mta.cpp && ./a.out
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #define TC_ISA cpu_ref  // the CPU kernels, compiled once more here as the reference
@@ -64,6 +66,25 @@ static void test_geometry() {
     for (int64_t rows : {1, 2, 3, 5, 85, 86, 1000})
       if (L * rows <= (int64_t(1) << 25)) check_geometry(L * rows, L, b);
   b.finish(__LINE__);
+  // 8-bit momentum: flat chunks of whole quantisation blocks; row + (lead + i) / rlen is element i's row
+  Bulk f("flat_span: chunks tile the tensor on kQ8Block boundaries; (row, lead) locate each element's row");
+  for (int64_t L : {int64_t(1), int64_t(7), int64_t(768), int64_t(70001), int64_t(1) << 20, (int64_t(1) << 31) - 1})
+    for (int64_t rows : {int64_t(1), int64_t(3), int64_t(90), int64_t(5000)}) {
+      if (L * rows > (int64_t(1) << 34)) continue;
+      const int64_t n = L * rows, chunks = (n + kChunk - 1) / kChunk;
+      bool ok = true;
+      int64_t covered = 0;
+      for (int64_t c = 0; c < chunks && ok; ++c) {
+        const Span s = flat_span(n, L, c);
+        ok &= s.start == covered && s.start % kQ8Block == 0 && s.len >= 1 && s.len <= kChunk && s.rlen == L;
+        for (int64_t i : {int64_t(0), int64_t(s.len) / 2, int64_t(s.len) - 1})
+          ok &= s.row + (uint32_t(s.lead) + uint32_t(i)) / uint32_t(L) == (s.start + i) / L;
+        covered += s.len;
+      }
+      if (ok && covered == n) f.ok();
+      else if (f.report()) std::printf("    row_len %lld rows %lld\n", (long long)L, (long long)rows);
+    }
+  f.finish(__LINE__);
   CHECK(grid_of(0, 0).chunks == 0 && grid_of(0, 5).chunks == 0);
   CHECK(grid_of(768 * 100, 768).rows_per_chunk == 85 && grid_of(768 * 100, 768).chunks == 2);
   CHECK(grid_of(3 * 70001, 70001).pieces == 2 && grid_of(3 * 70001, 70001).chunks == 6);
@@ -164,9 +185,14 @@ static void test_plan() {
   CHECK(w.slot0 == std::vector<int64_t>({0, 10, 10}) && w.row0 == std::vector<int64_t>({0, 10, 13}) &&
         w.slots == 14 && w.rows == 14 && w.bytes() == 14 * 8 + 14 * 8 + 3 * 4);
   CHECK(update_blocks(ts[0]) == 1 && update_blocks(ts[1]) == 0 && update_blocks(ts[2]) == 4 && row_blocks(ts[0]) == 1);
+  // 8-bit momentum: flat chunks for the update, row chunks for stage 1
+  const StepTensor q8 = tensor_of(100 * 1000, 1000, DType::kFloat32, DType::kCode8);
+  CHECK(update_blocks(q8) == 2 && reduce_blocks(q8) == grid_of(100 * 1000, 1000).chunks && reduce_blocks(q8) == 2);
+  const StepTensor q8e = tensor_of(90 * 768, 768, DType::kBFloat16, DType::kCode8);
+  CHECK(update_blocks(q8e) == 2 && grid_of(90 * 768, 768).rows_per_chunk == 85);
 
   alignas(16) static unsigned char buf[64];
-  MtaTensor t{{buf, buf + 16, buf + 32, nullptr}, 0, 0, nullptr, 0, 0, 0, 0, 0};
+  MtaTensor t{{buf, buf + 16, buf + 32, nullptr}, 0, 0, nullptr, 0, 0, 0, 0, 0, nullptr};
   CHECK(chunk_is_aligned(t, 0, 4) && chunk_is_aligned(t, 8, 8) && !chunk_is_aligned(t, 2, 4));
   t.ptr[3] = buf + 2;
   CHECK(!chunk_is_aligned(t, 0, 4));
@@ -312,7 +338,7 @@ static bool same_double(double a, double b) {
 }
 
 static void test_arithmetic() {
-  std::printf("call-free arithmetic: divides, reciprocal_rn, div_by\n");
+  std::printf("call-free arithmetic: divides, divmod_u64, reciprocal_rn, div_by\n");
   Rng rng(5);
   Bulk d("divides(k, t) == (t % k == 0)");
   for (int64_t k = 1; k <= 40; ++k)
@@ -324,6 +350,14 @@ static void test_arithmetic() {
     else if (d.report()) std::printf("    k %lld t %lld\n", (long long)k, (long long)t);
   }
   d.finish(__LINE__);
+  Bulk dm("divmod_u64(a, d) == (a / d, a % d)");
+  for (int i = 0; i < 200000; ++i) {
+    const uint64_t dv = (rng.next() >> (1 + rng.u32() % 63)) | 1, a = rng.next() >> (rng.u32() % 64);
+    const DivMod r = divmod_u64(a, dv);
+    if (r.q == a / dv && r.r == a % dv) dm.ok();
+    else if (dm.report()) std::printf("    a %llu d %llu\n", (unsigned long long)a, (unsigned long long)dv);
+  }
+  dm.finish(__LINE__);
   CHECK(tiger_first(8, 4) && !tiger_moves(8, 4) && tiger_moves(7, 4) && tiger_first(0, 1) && tiger_moves(0, 1));
 
   Bulk rc("reciprocal_rn(s) == RN(1 / s) (every exponent, specials)"), seed("... from an 8-bit seed");
@@ -392,7 +426,9 @@ struct Buf {
   }
 };
 
-static size_t size_of(DType d) { return d == DType::kFloat64 ? 8 : d == DType::kFloat32 ? 4 : 2; }
+static size_t size_of(DType d) {
+  return d == DType::kFloat64 ? 8 : d == DType::kFloat32 ? 4 : d == DType::kCode8 ? 1 : 2;
+}
 
 template <typename F>
 static void with_storage(DType d, F&& f) { dispatch_dtype(d, [&](auto tag) { f(decltype(tag){}); }); }
@@ -451,6 +487,7 @@ static void put(Buf& b, int64_t i, double v) { storage<S>::store(reinterpret_cas
 struct Problem {
   std::vector<Shape> shapes;
   std::vector<Buf> param, grad, mom, aux;
+  std::vector<Buf> absmax;  // 8-bit momentum: float32 per block of kQ8Block (else empty)
   std::vector<int64_t> step;
   std::vector<std::vector<double>> sums;  // Tiger K/E: the carried sums (sumsq), a stale 7.0 to start
   Problem(const Case& c, const std::vector<Shape>& sh, uint64_t seed) : shapes(sh) {
@@ -466,7 +503,24 @@ struct Problem {
       aux.emplace_back(has_aux ? size_t(n) * size_of(aux_dtype) : 0, sh[i].misalign * size_of(aux_dtype));
       fill(param[i], c.p, n, rng, 0.5, i % 3 == 0 ? 0.0 : 0.05);
       fill(grad[i], c.p, n, rng, 1.0);
-      fill(mom[i], c.m, n, rng, 0.1);
+      const int64_t q8_blocks = c.m == DType::kCode8 ? (n + kQ8Block - 1) / kQ8Block : 0;
+      absmax.emplace_back(size_t(q8_blocks) * sizeof(float), 0);
+      if (c.m == DType::kCode8) {  // random codes and scales; tensor 2's block 0 all zero.
+        // No NaN code (0x80): a NaN momentum makes NaN parameters, whose sign and payload the two
+        // compiled paths need not agree on (the Python tests compare NaN as NaN).
+        for (int64_t j = 0; j < n; ++j) {
+          const uint8_t code = uint8_t(rng.u32());
+          mom[i].data[j] = code == kQ8NanCode ? uint8_t(0) : code;
+        }
+        float* a = reinterpret_cast<float*>(absmax[i].data);
+        for (int64_t b = 0; b < q8_blocks; ++b) a[b] = float(0.05 + 0.1 * double(rng.u32()) * 0x1p-32);
+        if (i == 2 && q8_blocks > 0) {
+          a[0] = 0.0f;
+          for (int64_t j = 0; j < std::min<int64_t>(n, kQ8Block); ++j) mom[i].data[j] = 0;
+        }
+      } else {
+        fill(mom[i], c.m, n, rng, 0.1);
+      }
       if (has_aux && c.mode == Precision::kKahan) fill(aux[i], c.p, n, rng, 1e-3);
       if (has_aux && c.mode == Precision::kMaster) fill(aux[i], DType::kFloat32, n, rng, 1e-3, 0.0, &param[i], c.p);
       with_storage(c.p, [&](auto tag) {
@@ -475,7 +529,7 @@ struct Problem {
         if (c.big_values && i == 2 && n > 3) put<P>(grad[i], 0, 3e38);  // fp16: Inf
         if (c.big_values && i == 0 && n > 0) put<P>(grad[i], 0, 60000.0);
       });
-      if (c.big_values && i == 0 && n > 0)  // (1-b) 60000 / 0.5 takes an fp16 momentum past 65504
+      if (c.big_values && i == 0 && n > 0 && c.m != DType::kCode8)  // (1-b) 60000 / 0.5 takes an fp16 momentum past 65504
         with_storage(c.m, [&](auto tag) { put<decltype(tag)>(mom[i], 0, 65000.0); });
       step.push_back(0);
       sums.push_back(std::vector<double>(carries_sums(c) ? size_t(plan_rows(c, sh[i])) : 0, 7.0));
@@ -483,9 +537,9 @@ struct Problem {
   }
   bool same_as(const Problem& o, const char* what_fmt, const char* name) const {
     for (size_t i = 0; i < shapes.size(); ++i) {
-      const Buf* a[] = {&param[i], &grad[i], &mom[i], &aux[i]};
-      const Buf* b[] = {&o.param[i], &o.grad[i], &o.mom[i], &o.aux[i]};
-      for (int k = 0; k < 4; ++k)
+      const Buf* a[] = {&param[i], &grad[i], &mom[i], &aux[i], &absmax[i]};
+      const Buf* b[] = {&o.param[i], &o.grad[i], &o.mom[i], &o.aux[i], &o.absmax[i]};
+      for (int k = 0; k < 5; ++k)
         if (a[k]->bytes != 0 && std::memcmp(a[k]->data, b[k]->data, a[k]->bytes) != 0) {
           size_t j = 0;
           while (a[k]->data[j] == b[k]->data[j]) ++j;
@@ -535,6 +589,7 @@ static Described describe(const Case& c, Problem& pr, bool read_steps) {
     t.param_dtype = c.p, t.momentum_dtype = c.m, t.mode = half ? c.mode : Precision::kNone;
     t.param = pr.param[i].data, t.grad = pr.grad[i].data, t.exp_avg = pr.mom[i].data;
     t.aux = (t.mode == Precision::kKahan || t.mode == Precision::kMaster) ? pr.aux[i].data : nullptr;
+    t.absmax = c.m == DType::kCode8 ? reinterpret_cast<float*>(pr.absmax[i].data) : nullptr;
     t.numel = pr.shapes[i].numel, t.row_len = pr.shapes[i].row_len;
     t.param_id = uint32_t(7 + i), t.step = read_steps ? pr.step[i] : 0, t.update = true;
     t.elem_offset = i % 2 ? int64_t(i) * 4099 + 3 : 0;  // odd tensors: a shard's flat offset (not a multiple of 4)
@@ -561,7 +616,7 @@ static bool uses_given_eta(const Case& c) { return (c.given & kGivenEta) && c.al
 static bool uses_given_flags(const Case& c) { return (c.given & kGivenFlags) && c.algo == Algo::kTiger && c.guard; }
 
 struct Coverage {
-  long long aligned_chunks = 0, scalar_chunks = 0, launches = 0, multi_launch_calls = 0, warp_slots = 0,
+  long long aligned_chunks = 0, scalar_chunks = 0, q8_aligned_chunks = 0, q8_scalar_chunks = 0, launches = 0, multi_launch_calls = 0, warp_slots = 0,
             block_slots = 0;
 };
 
@@ -614,13 +669,15 @@ static void emulate_plan(const CallPlan& cp, const StepCall& call, const KernelS
       for (int tid = 0; tid < kBlockSize; ++tid) tiger_rows_block(a, call, d, b, tid, kBlockSize);
   for (const KeyedLaunches& kl : cp.update) {
     count(kl.launches.size());
-    dispatch_key(kl.key, [&](auto pt, auto mt_, auto md) {
+    dispatch_key_or_code8(kl.key, [&](auto pt, auto mt_, auto md) {
       using P = decltype(pt);
       using M = decltype(mt_);
       constexpr Precision kMode = decltype(md)::value;
       for (const MtaArgs& a : kl.launches)
         for (int64_t b = 0; b < blocks(a); ++b) {
-          (Block<P, M, kMode>(a, call, b).aligned ? cov.aligned_chunks : cov.scalar_chunks) += 1;
+          const bool aligned = Block<P, M, kMode>(a, call, b).aligned;
+          if (std::is_same<M, code8_t>::value) (aligned ? cov.q8_aligned_chunks : cov.q8_scalar_chunks) += 1;
+          else (aligned ? cov.aligned_chunks : cov.scalar_chunks) += 1;
           for (int tid = 0; tid < kBlockSize; ++tid) {
             if (call.hyper.algo == Algo::kTiger) tiger_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
             else lion_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
@@ -771,6 +828,8 @@ static const AlgoCase kAlgos[] = {{"lion", Algo::kLion, TigerClass::kK}, {"tiger
                                   {"tigerE", Algo::kTiger, TigerClass::kE}, {"tigerV", Algo::kTiger, TigerClass::kV}};
 static const DType kDtypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16};
 static const Precision kModes[] = {Precision::kNone, Precision::kKahan, Precision::kStochastic, Precision::kMaster};
+static const DType kMomentumDtypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16,
+                                        DType::kCode8};
 
 static void test_blocks_against_cpu() {
   std::printf("CUDA block code run on the CPU vs the CPU kernels (bitwise)\n");
@@ -782,8 +841,8 @@ static void test_blocks_against_cpu() {
   int combos = 0, cases = 0;
   for (const AlgoCase& al : kAlgos)
     for (DType p : kDtypes)
-      for (DType m : kDtypes) {
-        if ((m == DType::kFloat64) != (p == DType::kFloat64)) continue;
+      for (DType m : kMomentumDtypes) {
+        if (m != DType::kCode8 && (m == DType::kFloat64) != (p == DType::kFloat64)) continue;
         for (Precision mode : kModes) {
           const bool half = p == DType::kFloat16 || p == DType::kBFloat16;
           if (!half && mode != Precision::kNone) continue;
@@ -845,10 +904,10 @@ static void test_blocks_against_cpu() {
   etas.finish(__LINE__);
   sums.finish(__LINE__);
   std::printf("  %d (algo, dtype, momentum, mode) combinations, %d cases; %lld vector-path chunks, %lld scalar-path "
-              "chunks, %lld launches (%lld groups needed several), stage-1 slot-rows: %lld by warps, %lld by blocks\n",
-              combos, cases, cov.aligned_chunks, cov.scalar_chunks, cov.launches, cov.multi_launch_calls,
+              "chunks (8-bit momentum: %lld, %lld), %lld launches (%lld groups needed several), stage-1 slot-rows: %lld by warps, %lld by blocks\n",
+              combos, cases, cov.aligned_chunks, cov.scalar_chunks, cov.q8_aligned_chunks, cov.q8_scalar_chunks, cov.launches, cov.multi_launch_calls,
               cov.warp_slots, cov.block_slots);
-  CHECK(combos == 4 * 28 && cov.aligned_chunks > 0 && cov.scalar_chunks > 0 && cov.multi_launch_calls > 0 &&
+  CHECK(combos == 4 * (28 + 10) && cov.q8_aligned_chunks > 0 && cov.q8_scalar_chunks > 0 && cov.aligned_chunks > 0 && cov.scalar_chunks > 0 && cov.multi_launch_calls > 0 &&
         cov.warp_slots > 0 && cov.block_slots > 0);
 }
 

@@ -263,14 +263,6 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
     def _use_reference(self, tensors) -> bool:
         if self.backend == "reference":
             return True
-        if self.momentum_bits == 8 and tensors[0].device.type != "cpu":
-            # [note: 8-bit momentum] only the CPU kernels take it yet; "auto" falls back to the
-            # reference there ("native" reaches the kernel, which refuses with a clear error).
-            if self.backend == "auto":
-                self._warn_once(("m8-device", tensors[0].device.type),
-                                f"{type(self).__name__}: momentum_bits=8 has no native {tensors[0].device.type} "
-                                "kernel yet; using the pure-PyTorch reference step there (slower)")
-                return True
         # [note: non-contiguous tensors] the native kernels take contiguous storage; anything
         # else (rare for parameters) is updated correctly by the reference kernel instead.
         return not all(t.is_contiguous() for t in tensors)

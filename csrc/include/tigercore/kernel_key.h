@@ -65,7 +65,8 @@ TC_FORCEINLINE void dispatch_mode(Precision mode, F&& f) {
 
 // Calls f(P{}, M{}, std::integral_constant<Precision, mode>{}) for the key's instantiation. 8-bit
 // momentum never reaches here: the CPU loops decode a chunk's blocks into an op-math buffer and
-// dispatch on that ([note: 8-bit momentum], csrc/cpu/optim_kernels.h).
+// dispatch on that ([note: 8-bit momentum], csrc/cpu/optim_kernels.h); the CUDA kernels have their
+// own instantiations (dispatch_key_or_code8).
 template <typename F>
 TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
   dispatch_dtype(k.param, [&](auto p_tag) {
@@ -84,6 +85,20 @@ TC_FORCEINLINE void dispatch_key(const KernelKey& k, F&& f) {
       }
       TC_UNREACHABLE();
     }
+  });
+}
+
+// The momentum type of the CUDA kernels' 8-bit instantiations ([note: 8-bit momentum on CUDA],
+// csrc/cuda/mta_plan.h): uint8 codes with a float32 absmax per block, decoded to op-math.
+struct code8_t {};
+
+// dispatch_key, and f(P{}, code8_t{}, mode) for 8-bit momentum keys (any param dtype and mode).
+template <typename F>
+TC_FORCEINLINE void dispatch_key_or_code8(const KernelKey& k, F&& f) {
+  if (k.momentum != DType::kCode8) return dispatch_key(k, f);
+  dispatch_dtype(k.param, [&](auto p_tag) {
+    using P = decltype(p_tag);
+    dispatch_mode<P>(k.mode, [&](auto mode) { f(P{}, code8_t{}, mode); });
   });
 }
 

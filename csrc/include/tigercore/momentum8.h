@@ -66,19 +66,22 @@ TC_FN uint32_t q8_absmax_bits(const float* __restrict__ m, int len) {
   return uint32_t(amax < int32_t(kQ8FltMaxBits) ? amax : int32_t(kQ8FltMaxBits));
 }
 
-// The code of x in a block of absmax a > 0 (a >= |x| saturated, as q8_absmax_bits gives it).
-TC_FN uint8_t q8_encode(float x, float a) {
-  const uint32_t xb = q8_bits(x);
+// |x| saturated to FLT_MAX, and 0 for NaN (so that |x| / a <= 1 for every element of a block).
+TC_FN float q8_magnitude_of(uint32_t xb) {
   const uint32_t ab = xb & 0x7FFFFFFFu;
-  const uint32_t nan = ab > kQ8InfBits ? 1u : 0u;
-  // |x| saturated; 0 for NaN, so that |x| / a <= 1 for every element and the conversion is defined
-  const float mag = q8_float(nan ? 0u : (ab < kQ8FltMaxBits ? ab : kQ8FltMaxBits));
+  return q8_float(ab > kQ8InfBits ? 0u : (ab < kQ8FltMaxBits ? ab : kQ8FltMaxBits));
+}
+
+// The code of the element with bits xb, given quotient = RN(q8_magnitude_of(xb) / a) in [0, 1]:
+// the CPU divides, the CUDA kernels divide without a division instruction (sign_step_block.h).
+TC_FN uint8_t q8_code_of_quotient(uint32_t xb, float quotient) {
+  const uint32_t nan = (xb & 0x7FFFFFFFu) > kQ8InfBits ? 1u : 0u;
 #if defined(__CUDA_ARCH__)
-  const float y = __fmul_rn(__fdiv_rn(mag, a), 127.0f);
+  const float y = __fmul_rn(quotient, 127.0f);  // no contraction into an fma
   const float r = __fsub_rn(__fadd_rn(y, 8388608.0f), 8388608.0f);  // RNE to an integer (0 <= y <= 127)
   const uint32_t k = min(uint32_t(int32_t(r)), 127u);
 #else
-  const float y = (mag / a) * 127.0f;
+  const float y = quotient * 127.0f;
   const float r = (y + 8388608.0f) - 8388608.0f;
   const uint32_t k = std::min(uint32_t(int32_t(r)), 127u);  // (a ?: here stops GCC 12 from vectorising)
 #endif
@@ -86,12 +89,21 @@ TC_FN uint8_t q8_encode(float x, float a) {
   return uint8_t(nan ? 0x80u : (k | (neg << 7)));
 }
 
+// The code of x in a block of absmax a > 0 (a >= |x| saturated, as q8_absmax_bits gives it).
+TC_FN uint8_t q8_encode(float x, float a) {
+  const uint32_t xb = q8_bits(x);
+  return q8_code_of_quotient(xb, q8_magnitude_of(xb) / a);
+}
+
+// The code of a block of only zeros and NaNs (absmax 0).
+TC_FN uint8_t q8_code_without_scale(float x) { return (q8_bits(x) & 0x7FFFFFFFu) > kQ8InfBits ? kQ8NanCode : uint8_t(0); }
+
 // Encodes len (<= kQ8Block) float32 values into codes; returns the block's absmax.
 TC_FN float q8_encode_block(const float* __restrict__ m, int len, uint8_t* __restrict__ codes) {
   const uint32_t amax = q8_absmax_bits(m, len);
   const float a = bits_as_float(amax);
   if (amax == 0u) {  // only zeros and NaNs
-    for (int i = 0; i < len; ++i) codes[i] = (float_as_bits(m[i]) & 0x7FFFFFFFu) > kQ8InfBits ? kQ8NanCode : uint8_t(0);
+    for (int i = 0; i < len; ++i) codes[i] = q8_code_without_scale(m[i]);
     return 0.0f;
   }
   for (int i = 0; i < len; ++i) codes[i] = q8_encode(m[i], a);
