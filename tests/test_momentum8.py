@@ -330,6 +330,17 @@ def test_ops_refuse_bad_absmax(backend):
         tiger(backend, [p], [g], [m], lr=1e-3, absmax=[torch.zeros(2, dtype=torch.float64)])
 
 
+def test_tiger_e_rows_of_2_pow_31_elements_refused():
+    """The CUDA update finds an 8-bit Tiger E element's row in 32 bits; the shared host plan refuses
+    longer rows on every device, before reading any data (stride-0 views: no 8 GB allocation)."""
+    requires_native("tiger_step_")
+    n = 2 ** 31
+    p, g = torch.zeros(1).expand(1, n), torch.zeros(1).expand(1, n)
+    m = torch.zeros(1, dtype=torch.uint8).expand(1, n)
+    with pytest.raises(RuntimeError, match="rows shorter than 2\\^31"):
+        tiger("native", [p], [g], [m], lr=1e-3, cls="E", absmax=[torch.zeros(n // 256)])
+
+
 def test_momentum_bits_argument_checked():
     p = [torch.nn.Parameter(torch.randn(3))]
     with pytest.raises(ValueError, match="momentum_bits"):
@@ -450,6 +461,60 @@ def _poison_1d(t, params):
     if t == 1:
         params[1].grad.view(-1)[100] = float("nan")
         params[0].grad.view(-1)[0] = -float("inf")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("algo", ["lion", "tiger"])
+def test_cuda_8bit_steps_do_not_synchronise_and_replay_in_a_graph(algo):
+    """Four eager 8-bit steps (no host synchronisation: set_sync_debug_mode("error")) equal four
+    replays of one captured step bit for bit (Tiger with k = 2: the phase advances on the device)."""
+    _cuda()
+    shapes = [(4097,), (70000,), (20, 768)]
+    lr = torch.tensor(1e-3, dtype=torch.float64, device="cuda")
+
+    def fresh():
+        g = torch.Generator().manual_seed(1)
+        params = [(torch.randn(s, generator=g) * 0.5).to(torch.bfloat16).cuda() for s in shapes]
+        grads = [torch.randn(s, generator=g).to(torch.bfloat16).cuda() for s in shapes]
+        moms = [torch.zeros(s, dtype=torch.uint8, device="cuda") for s in shapes]
+        absmax = [torch.zeros((p.numel() + 255) // 256, device="cuda") for p in params]
+        steps = [torch.zeros((), dtype=torch.int64, device="cuda") for _ in shapes]
+        return params, grads, moms, absmax, steps
+
+    def step(st):
+        params, grads, moms, absmax, steps = st
+        if algo == "lion":
+            lion("native", params, grads, moms, lr=lr, steps=steps, absmax=absmax, precision="stochastic")
+        else:
+            tiger("native", params, grads, moms, lr=lr, steps=steps, absmax=absmax, precision="stochastic", k=2)
+
+    eager = fresh()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):
+            step(eager)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    graphed, start = fresh(), fresh()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step(graphed)  # warm-up
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(graphed)
+    for dst, src in zip(sum(graphed, []), sum(start, [])):
+        dst.copy_(src)
+    for _ in range(4):
+        graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(sum(eager, []), sum(graphed, [])):  # params, grads, codes, absmax, steps
+        if a.is_floating_point():
+            assert_bitwise_equal(a.cpu(), b.cpu(), f"graph {algo}")
+        else:
+            assert torch.equal(a.cpu(), b.cpu()), f"graph {algo}"
 
 
 @pytest.mark.cuda

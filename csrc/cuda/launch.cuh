@@ -33,7 +33,7 @@ cudaError_t launch_counters(const std::vector<mta::CounterArgs>& launches, const
 // Every multi-tensor kernel is declared __launch_bounds__(kBlockSize, 1). With the block size alone,
 // ptxas (CUDA 13) aimed at a higher occupancy and spilled a few registers in some instantiations
 // (32-48 registers used); with "at least one block per SM" it does not spill (bench/cuda_inspect.py
-// checks every build). Occupancy stays what the registers allow: 46-130 registers for the update
+// checks every build). Occupancy stays what the registers allow: 46-115 registers for the update
 // instantiations (sm_80/sm_90), 1-5 blocks of 256 threads per SM.
 
 // One launch per MtaArgs: grid = its blocks, kBlockSize threads.
