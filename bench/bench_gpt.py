@@ -31,7 +31,9 @@ from tigercore.optim.recipe import (DEFAULT_FACTOR, adamw_to_lion, knots_in_micr
 ADAMW_WD = 0.1  # AdamW's decay; every other run decays by the same lr*wd per step as the best AdamW
 
 
-# ---- prototype cautious Lion / Tiger (NOT in tigercore.optim; the lead decides) -----------------
+# ---- prototype cautious Lion / Tiger: the plain-PyTorch runs behind docs/recipe.md's rows, kept so
+# that the cached sweep stays reproducible; tigercore.optim now has cautious=True, and
+# tests/test_cautious.py checks that both follow the same trajectory. -----------------------------
 def _caution(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """timm Lion(caution=True): keep u where u*g > 0, rescale by 1/max(kept fraction, 1e-3)."""
     mask = (u * g > 0).to(u.dtype)
@@ -113,11 +115,15 @@ def factory(name: str, lr: float, decay_product: float, rms0: float, k: int = 1)
         return lambda m: bnb.optim.Lion(_decay_groups(m, lion_wd), lr=lr)
     if name == "cautious_lion":
         return lambda m: PureLion(_decay_groups(m, lion_wd), lr=lr, cautious=True)
+    if name == "lion_cautious_built":  # tigercore's own option (--built-cautious)
+        return lambda m: Lion(_decay_groups(m, lion_wd), lr=lr, cautious=True)
     tiger_wd = decay_product / (lr * rms0)  # K: the step lr*RMS*wd*theta matches Lion's lr*wd*theta at init
     if name == "tiger":
         return lambda m: Tiger(tiger_param_groups(m), lr=lr, weight_decay=tiger_wd, grad_accum_steps=k)
     if name == "cautious_tiger":
         return lambda m: PureTiger(tiger_param_groups(m), lr=lr, weight_decay=tiger_wd, cautious=True)
+    if name == "tiger_cautious_built":
+        return lambda m: Tiger(tiger_param_groups(m), lr=lr, weight_decay=tiger_wd, cautious=True)
     if name == "tiger_vsplit":  # class V (biases, norm gains) at Lion's absolute step lr*R instead of 0.5*lr
         def f(m):
             groups = tiger_param_groups(m, lr=lr, weight_decay=tiger_wd)
@@ -268,6 +274,9 @@ def main(argv=None):
                     help="comma list of " + ", ".join(PHASE_ORDER + ["accum"]))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gpt_sweep.json"))
     ap.add_argument("--table", action="store_true", help="only print the table from the cache")
+    ap.add_argument("--built-cautious", action="store_true",
+                    help="run Lion(cautious=True) / Tiger(cautious=True) at the prototypes' best lrs (the summary's) "
+                         "on --seed and print them next to the prototypes' cached val losses")
     ap.add_argument("--summary", default=os.path.join(os.path.dirname(__file__), "results", "gpt_sweep_summary.json"),
                     help="where the table's numbers go as JSON (empty: nowhere)")
     a = ap.parse_args(argv)
@@ -286,6 +295,8 @@ def main(argv=None):
         if any(BASE.get(o) == base for o in order) and base not in order:
             order.insert(1, base)
     rms0 = initial_rms(a.seed)
+    if a.built_cautious:
+        return built_cautious(runner, a)
     print(f"tiny GPT: {a.steps} steps x {a.batch} x {GPTConfig().seq_len} bytes, sweep seed {a.seed}, "
           f"seeds {seeds}, {a.threads} thread(s); initial pooled K RMS R = {rms0:.6f}")
     if a.table:
@@ -323,6 +334,22 @@ def main(argv=None):
         final = pick_best(runner, "tiger", sweeps["tiger"], seeds)
         accum(runner, final["lr"], decay, rms0)
     print_table(runner, rms0, order, seeds)
+
+
+def built_cautious(runner, a):
+    """The built cautious=True options on the prototypes' best lrs (gpt_sweep_summary.json), same
+    decay per step (lr*wd of the summary), seed a.seed, next to the prototypes' cached val losses."""
+    summary = json.load(open(a.summary))
+    rms0 = summary["setup"]["initial_pooled_k_rms"]
+    for proto, built in (("cautious_lion", "lion_cautious_built"), ("cautious_tiger", "tiger_cautious_built")):
+        row = summary["optimizers"][proto]
+        lr = row["best_lr"]
+        decay = lr * row["weight_decay"] * (rms0 if "tiger" in proto else 1.0)
+        r = runner.run(built, lr, decay, rms0)
+        seeds = summary["setup"]["seeds"]
+        want = row["val_per_seed"][seeds.index(a.seed)] if a.seed in seeds else None
+        print(f"{built:22s} lr {lr:.3g} seed {a.seed}: val {r['val_loss']:.4f}   prototype: "
+              f"{'-' if want is None else f'{want:.4f}'}")
 
 
 def confirm_lrs(name, sweeps, bests, runner, seeds):

@@ -13,7 +13,7 @@ import torch
 
 from tigercore import optim as tc_optim
 from tigercore.benchmarks.optim import make_params
-from tigercore.benchmarks.shapes import flat, gpt2_small
+from tigercore.benchmarks.shapes import from_spec
 from tigercore.benchmarks.timing import interleaved_step_ms
 
 CANDIDATES = {
@@ -41,7 +41,7 @@ def main(argv=None) -> list:
           f"{'no guard/Lion':>13s} {'guard/Lion':>10s}")
     default_threads = torch.get_num_threads()
     for spec in args.shapes.split(","):
-        shapes = gpt2_small() if spec == "gpt2-small" else flat(int(spec.split(":")[1]))
+        shapes = from_spec(spec)
         for dname in args.dtypes.split(","):
             for nt in (int(t) for t in args.threads.split(",")):
                 torch.set_num_threads(nt)

@@ -374,6 +374,26 @@ def sc_mixed_refused(f, ctx):
         f.expect("plain torch.Tensor gradient" in str(e), f"unexpected message: {e}")
 
 
+def sc_whole_tensor_options_refused(f, ctx):
+    """cautious=True (its scale counts the whole tensor; refused at the step) and momentum_bits=8 (a
+    shard would split quantisation blocks; refused when the state is made, at construction) are
+    refused for DTensor parameters before anything moves."""
+    for cls, kw, words in ((Lion, dict(cautious=True), "cautious=True"), (Tiger, dict(cautious=True), "cautious=True"),
+                           (Lion, dict(momentum_bits=8), "momentum_bits=8")):
+        model, _ = _fresh()
+        fsdp(model)
+        before = {n: local(p.detach()).clone() for n, p in model.named_parameters()}
+        try:
+            opt = cls(model.parameters(), **kw)
+            model(net_batch(0, dist.get_rank())).backward()
+            opt.step()
+            f.append(f"{cls.__name__}({kw}) on DTensor parameters was not refused")
+        except NotImplementedError as e:
+            f.expect(words in str(e) and "DTensor" in str(e), f"unexpected message: {e}")
+        f.expect(all(torch.equal(local(p.detach()), before[n]) for n, p in model.named_parameters()),
+                 f"a refused {cls.__name__}({kw}) step modified a parameter")
+
+
 def sc_ddp(f, ctx):
     """DDP: plain replicated tensors; every rank ends with the same parameters, equal to one process
     given the averaged gradient, and the step makes no collective."""
@@ -595,6 +615,7 @@ SCENARIOS = {
     "tp_tiger_bf16_kahan": sc_tp("tiger", torch.bfloat16, "kahan"),
     "tp_stochastic_refused": sc_tp_stochastic_refused,
     "mixed_refused": sc_mixed_refused,
+    "whole_tensor_options_refused": sc_whole_tensor_options_refused,
     "ddp": sc_ddp,
     "dcp": sc_dcp,
     "step_in_backward": sc_step_in_backward,

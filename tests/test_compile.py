@@ -35,12 +35,13 @@ def _schedule(kind, opt):
     return PiecewiseLinearLR(opt, {4: 1.0, 12: 0.25})  # starts at 0: the first updates do not move theta
 
 
-def _train(name, groups, sched_kind, compiled, dtype=torch.float32, precision="master", steps=20, bits=32):
+def _train(name, groups, sched_kind, compiled, dtype=torch.float32, precision="master", steps=20, bits=32,
+           cautious=False):
     torch._dynamo.reset()
     counters.clear()
     model = _model(dtype)
     lr = torch.tensor(1e-2 if name == "tiger" else 1e-3)
-    opt = _optimizer(name, model, groups, lr, precision=precision, momentum_bits=bits)
+    opt = _optimizer(name, model, groups, lr, precision=precision, momentum_bits=bits, cautious=cautious)
     sched = _schedule(sched_kind, opt)
     x = torch.randint(0, 16, (32, 4))
     y = torch.randn(32, 1, generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -89,6 +90,18 @@ def test_compiled_scheduled_training_equals_eager_and_compiles_once(name, groups
 def test_compiled_training_with_8bit_momentum_equals_eager(name, groups, sched):
     eager, *_ = _train(name, groups, sched, compiled=False, bits=8)
     compiled, first, last, breaks = _train(name, groups, sched, compiled=True, bits=8)
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+    assert last == first, f"recompiled: {first} graphs after step 1, {last} after 20"
+    _no_break_inside_step(breaks)
+
+
+@pytest.mark.parametrize("name,groups,sched", [("lion", 2, "lambda"), ("tiger", None, "piecewise")])
+def test_compiled_cautious_training_equals_eager(name, groups, sched):
+    eager, *_ = _train(name, groups, sched, compiled=False, cautious=True)
+    plain, *_ = _train(name, groups, sched, compiled=False)
+    compiled, first, last, breaks = _train(name, groups, sched, compiled=True, cautious=True)
+    assert any(not torch.equal(a, b) for a, b in zip(eager, plain))  # the mask changed the run
     for a, b in zip(eager, compiled):
         assert torch.equal(a, b)
     assert last == first, f"recompiled: {first} graphs after step 1, {last} after 20"

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.
 GROUP2 = ["lion_fsdp", "lion_bf16_none", "lion_bf16_kahan", "lion_bf16_stochastic", "lion_bf16_master",
           "tiger_fsdp", "tiger_guard_off", "tiger_accum", "tiger_bf16_none", "tiger_bf16_kahan",
           "tiger_bf16_stochastic", "tiger_bf16_master", "tp_lion", "tp_tiger", "tp_tiger_bf16_kahan",
-          "tp_stochastic_refused", "mixed_refused", "ddp", "dcp", "step_in_backward",
+          "tp_stochastic_refused", "mixed_refused", "whole_tensor_options_refused", "ddp", "dcp", "step_in_backward",
           "full_state_load", "sharded_grad_scaler"]
 GROUP4 = ["lion_fsdp", "tiger_fsdp", "fsdp_2d_tp", "hsdp"]
 TIMEOUT = 400  # seconds for a whole group (a hung collective times out after 60 s in the workers)

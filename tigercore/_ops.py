@@ -22,11 +22,11 @@ _TAIL = ("bool maximize, str precision, int seed, int[] param_ids, Tensor? grad_
 
 SCHEMAS = {
     "lion_step_": f"({_LISTS}, Tensor(g!)[] exp_avg_absmax, *, Tensor lr, float beta1, float beta2, float weight_decay, {_TAIL}, "
-                  f"int[] elem_offsets=[]) -> ()",
+                  f"int[] elem_offsets=[], bool cautious=False) -> ()",
     "tiger_step_": f"({_LISTS}, Tensor(g!)[] sumsq, Tensor(h!)[] exp_avg_absmax, *, Tensor lr, float beta, float weight_decay, "
                    f"int grad_accum_steps, str tiger_class, float shrink_ratio, float shrink_center, "
                    f"bool nonfinite_guard, float rms_floor, {_TAIL}, Tensor? eta=None, "
-                   f"Tensor? nonfinite=None, int[] elem_offsets=[]) -> ()",
+                   f"Tensor? nonfinite=None, int[] elem_offsets=[], bool cautious=False) -> ()",
     "sync_external_writes_": "(Tensor[] params, Tensor(a!)[] aux, Tensor(b!)[] stamps, Tensor(c!)[] sumsq, *, "
                              "str precision, bool compiled=False) -> ()",
     "tiger_stats": "(Tensor[] params, Tensor[] grads, Tensor[] aux, Tensor[] sumsq, *, str tiger_class, "

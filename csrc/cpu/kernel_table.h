@@ -21,6 +21,8 @@ struct KernelTable {
   // True iff every g / grad_scale (or g) in [begin, end) is finite.
   bool (*all_finite)(DType dtype, const void* data, int64_t begin, int64_t end, bool has_scale,
                      double grad_scale);
+  // Cautious masking: how many elements of [begin, end) of one tensor keep their step ([note: cautious]).
+  int64_t (*caution_count)(const StepCall& call, const StepTensor& t, int64_t begin, int64_t end);
 };
 
 extern const KernelTable kGenericTable;

@@ -26,7 +26,8 @@
 
 namespace tigercore {
 namespace cpu {
-const KernelTable kAvx2Table = {"avx2", &avx2::sign_step, &avx2::sum_squares, &avx2::all_finite};
+const KernelTable kAvx2Table = {"avx2", &avx2::sign_step, &avx2::sum_squares, &avx2::all_finite,
+                                   &avx2::caution_count};
 const DpmKernelTable kDpmAvx2Table = {"avx2", &avx2::dpm_loops::eps_stats_tiles,
                                       &avx2::dpm_loops::minplus_outer, &avx2::dpm_loops::minplus_inner};
 }  // namespace cpu

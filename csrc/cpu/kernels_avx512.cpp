@@ -26,7 +26,8 @@
 
 namespace tigercore {
 namespace cpu {
-const KernelTable kAvx512Table = {"avx512", &avx512::sign_step, &avx512::sum_squares, &avx512::all_finite};
+const KernelTable kAvx512Table = {"avx512", &avx512::sign_step, &avx512::sum_squares, &avx512::all_finite,
+                                   &avx512::caution_count};
 const DpmKernelTable kDpmAvx512Table = {"avx512", &avx512::dpm_loops::eps_stats_tiles,
                                         &avx512::dpm_loops::minplus_outer, &avx512::dpm_loops::minplus_inner};
 }  // namespace cpu

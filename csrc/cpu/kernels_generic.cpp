@@ -16,7 +16,8 @@
 
 namespace tigercore {
 namespace cpu {
-const KernelTable kGenericTable = {"generic", &generic::sign_step, &generic::sum_squares, &generic::all_finite};
+const KernelTable kGenericTable = {"generic", &generic::sign_step, &generic::sum_squares, &generic::all_finite,
+                                   &generic::caution_count};
 const DpmKernelTable kDpmGenericTable = {"generic", &generic::dpm_loops::eps_stats_tiles,
                                          &generic::dpm_loops::minplus_outer, &generic::dpm_loops::minplus_inner};
 }  // namespace cpu

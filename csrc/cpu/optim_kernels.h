@@ -85,11 +85,12 @@ inline __attribute__((always_inline)) typename storage<P>::opmath load_grad(P* g
 // Everything that varies per call but not per element (GradScaler division, the Tiger update flag,
 // the step size, the coefficients) is hoisted out of the element loop into the functors, so the
 // loops are branch-free and the compiler vectorises them for each instruction set.
-template <typename P, typename M, Precision kMode, bool kScaled>
+// kU: the plain (kOff) or the cautious (kOn) loop ([note: cautious]).
+template <typename P, typename M, Precision kMode, bool kScaled, CautionUse kU>
 double lion_loop(const StepCall& call, const StepTensor& t, int64_t begin, int64_t end) {
   using T = typename storage<P>::opmath;
   using Access = ParamAccess<kMode, P>;
-  const LionStep<T> step = make_lion_step<T>(call.coef, T(call.lr));
+  const LionStep<T, kU> step = make_lion_step<T, kU>(call.coef, T(call.lr), make_caution<T>(call.hyper, t.caution_scale));
   const T scale = T(call.grad_scale);
   P* __restrict__ param = static_cast<P*>(t.param);
   P* __restrict__ grad = static_cast<P*>(t.grad);
@@ -131,11 +132,12 @@ double tiger_momentum_loop(const StepCall& call, const StepTensor& t, int64_t be
 
 // Tiger's update over [begin, end) with one step size; returns the sum of squares of the new
 // working values ([note: carried sums]).
-template <typename P, typename M, Precision kMode, bool kScaled>
+template <typename P, typename M, Precision kMode, bool kScaled, CautionUse kU>
 double tiger_update_range(const StepCall& call, const StepTensor& t, int64_t begin, int64_t end, double eta64) {
   using T = typename storage<P>::opmath;
   using Access = ParamAccess<kMode, P>;
-  const TigerStep<T> step = make_tiger_step<T>(call.coef, tiger_is_first_micro_step(t.step, call.hyper.grad_accum_steps));
+  const TigerStep<T, kU> step = make_tiger_step<T, kU>(
+      call.coef, tiger_is_first_micro_step(t.step, call.hyper.grad_accum_steps), make_caution<T>(call.hyper, t.caution_scale));
   const T scale = T(call.grad_scale), eta = T(eta64);
   P* __restrict__ param = static_cast<P*>(t.param);
   P* __restrict__ grad = static_cast<P*>(t.grad);
@@ -151,7 +153,7 @@ double tiger_update_range(const StepCall& call, const StepTensor& t, int64_t beg
     const T m = step.momentum(T(storage<M>::load(mom, i)), g);
     momentum_store<M>::run(mom, i, typename storage<M>::opmath(m));
     const T w_old = Access::load(param, aux, i);
-    return Access::store_r(param, aux, i, w_old, step.param(w_old, m, eta), words[i]);
+    return Access::store_r(param, aux, i, w_old, step.param(w_old, m, g, eta), words[i]);
   });
 }
 
@@ -206,7 +208,8 @@ double tiger_loop(const StepCall& call, const StepTensor& t, int64_t begin, int6
   }
   if (!t.update) return tiger_momentum_loop<P, M, kScaled>(call, t, begin, end);
   return by_rows(t, begin, end, row_sums, [&](int64_t b, int64_t e, double eta) {
-    return tiger_update_range<P, M, kMode, kScaled>(call, t, b, e, eta);
+    return call.hyper.cautious ? tiger_update_range<P, M, kMode, kScaled, CautionUse::kOn>(call, t, b, e, eta)
+                               : tiger_update_range<P, M, kMode, kScaled, CautionUse::kOff>(call, t, b, e, eta);
   });
 }
 
@@ -220,8 +223,13 @@ inline double sign_step(const StepCall& call, const StepTensor& t, int64_t b, in
     using M = decltype(m);
     constexpr Precision kMode = decltype(mode)::value;
     if (call.hyper.algo == Algo::kLion) {
-      result = call.has_grad_scale ? lion_loop<P, M, kMode, true>(call, t, b, e)
-                                   : lion_loop<P, M, kMode, false>(call, t, b, e);
+      auto lion = [&](auto scaled, auto use) {
+        return lion_loop<P, M, kMode, decltype(scaled)::value, decltype(use)::value>(call, t, b, e);
+      };
+      using On = std::integral_constant<CautionUse, CautionUse::kOn>;
+      using Off = std::integral_constant<CautionUse, CautionUse::kOff>;
+      result = call.has_grad_scale ? (call.hyper.cautious ? lion(std::true_type{}, On{}) : lion(std::true_type{}, Off{}))
+                                   : (call.hyper.cautious ? lion(std::false_type{}, On{}) : lion(std::false_type{}, Off{}));
     } else {
       result = call.has_grad_scale ? tiger_loop<P, M, kMode, true>(call, t, b, e, row_sums)
                                    : tiger_loop<P, M, kMode, false>(call, t, b, e, row_sums);
@@ -277,6 +285,52 @@ double sign_step_q8_as(const StepCall& call, const StepTensor& t, int64_t b, int
 inline double sign_step_q8(const StepCall& call, const StepTensor& t, int64_t b, int64_t e, double* row_sums) {
   return t.param_dtype == DType::kFloat64 ? sign_step_q8_as<double>(call, t, b, e, row_sums)
                                           : sign_step_q8_as<float>(call, t, b, e, row_sums);
+}
+
+// [note: cautious] The count pass: how many elements of [begin, end) keep their step, decided by
+// the update's own functors (LionStep::keeps, TigerStep::keeps) on the unscaled gradient (not
+// stored back here: the update does that) and the momentum as the update reads it (8-bit: decoded).
+template <typename P, bool kScaled, typename LoadM>
+int64_t caution_count_loop(const StepCall& call, const StepTensor& t, int64_t begin, int64_t end, LoadM&& load_m) {
+  using T = typename storage<P>::opmath;
+  const T scale = T(call.grad_scale);
+  const Caution<T> caution = make_caution<T>(call.hyper, 1.0);
+  const P* __restrict__ grad = static_cast<const P*>(t.grad);
+  auto count = [&](const auto& step) {
+    int64_t kept = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      T g = storage<P>::load(grad, i);
+      if constexpr (kScaled) g = g / scale;
+      kept += step.keeps(load_m(i), g) ? 1 : 0;
+    }
+    return kept;
+  };
+  if (call.hyper.algo == Algo::kLion) return count(make_lion_step<T>(call.coef, T(0), caution));
+  return count(make_tiger_step<T>(call.coef, tiger_is_first_micro_step(t.step, call.hyper.grad_accum_steps), caution));
+}
+
+inline int64_t caution_count(const StepCall& call, const StepTensor& t, int64_t b, int64_t e) {
+  int64_t kept = 0;
+  dispatch_dtype(t.param_dtype, [&](auto p_tag) {
+    using P = decltype(p_tag);
+    using T = typename storage<P>::opmath;
+    auto run = [&](auto load_m) {
+      kept = call.has_grad_scale ? caution_count_loop<P, true>(call, t, b, e, load_m)
+                                 : caution_count_loop<P, false>(call, t, b, e, load_m);
+    };
+    if (t.momentum_dtype == DType::kCode8) {
+      const uint8_t* codes = static_cast<const uint8_t*>(t.exp_avg);
+      const float* absmax = t.absmax;
+      run([=](int64_t i) { return T(q8_decode(codes[i], absmax[i / kQ8Block])); });
+    } else {
+      dispatch_dtype(t.momentum_dtype, [&](auto m_tag) {
+        using M = decltype(m_tag);
+        const M* mom = static_cast<const M*>(t.exp_avg);
+        run([=](int64_t i) { return T(storage<M>::load(mom, i)); });
+      });
+    }
+  });
+  return kept;
 }
 
 template <typename S>

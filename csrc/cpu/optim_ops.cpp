@@ -10,6 +10,7 @@
 #include <atomic>
 #include <memory>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "host/step_plan.h"
@@ -108,25 +109,87 @@ void advance_steps(at::TensorList steps) {
   for (const at::Tensor& s : steps) s.data_ptr<int64_t>()[0] += 1;
 }
 
+// The tasks of a step ([note: one region, dynamic tasks]). When some tensor needs a check before
+// its update (the guard; cautious masking's count), batches of consecutive tensors of about kBatch
+// elements, each with the checks of its tensors first (check_range[t]: tensor t's check tasks),
+// so that the update's second read of the gradient comes from cache when a batch fits in it;
+// otherwise one batch of updates.
+template <typename NeedsCheck>
+WorkQueue step_tasks(const std::vector<StepTensor>& ts, bool any_check, NeedsCheck&& needs_check,
+                     std::vector<std::pair<int64_t, int64_t>>& check_range) {
+  WorkQueue list;
+  const size_t n = ts.size();
+  check_range.assign(n, {0, 0});
+  for (size_t first = 0, last = 0; first < n; first = last) {
+    int64_t elems = 0;
+    while (last < n && (elems < kBatch || !any_check)) elems += ts[last++].numel;
+    const int32_t id = list.new_batch();
+    for (size_t t = first; t < last; ++t) {
+      check_range[t].first = list.size();
+      if (any_check && needs_check(t))
+        for_each_chunk(ts[t], [&](int64_t lo, int64_t hi) { list.add_check(id, int32_t(t), lo, hi); });
+      check_range[t].second = list.size();
+    }
+    for (size_t t = first; t < last; ++t)
+      for_each_chunk(ts[t], [&](int64_t lo, int64_t hi) { list.add_update(id, int32_t(t), lo, hi); });
+  }
+  return list;
+}
+
+// [note: cautious] on the CPU: each chunk's kept count is taken by a check task (a check may run
+// twice, so counts are stored per task, not accumulated), and the first update of a tensor adds
+// its tensor's counts in task order (integers: the same total on any thread) into its scale.
+class CautionCounts {
+ public:
+  CautionCounts(const WorkQueue& list, std::vector<std::pair<int64_t, int64_t>> range)
+      : list_(list), range_(std::move(range)), per_task_(size_t(list.size()), 0),
+        total_(new std::atomic<int64_t>[range_.size()]) {
+    for (size_t t = 0; t < range_.size(); ++t) total_[t].store(-1, std::memory_order_relaxed);
+  }
+  void count(const KernelTable& k, const StepCall& call, const StepTensor& t, const WorkTask& task) {
+    per_task_[size_t(&task - list_.tasks().data())] = k.caution_count(call, t, task.begin, task.end);
+  }
+  // s of tensor i; every check task of its batch is done.
+  double scale(int32_t i, int64_t numel) {
+    int64_t kept = total_[i].load(std::memory_order_relaxed);
+    if (kept < 0) {
+      kept = 0;
+      for (int64_t j = range_[size_t(i)].first; j < range_[size_t(i)].second; ++j) kept += per_task_[size_t(j)];
+      total_[i].store(kept, std::memory_order_relaxed);  // another thread may store the same value
+    }
+    return caution_scale_of(numel, kept);
+  }
+
+ private:
+  const WorkQueue& list_;
+  std::vector<std::pair<int64_t, int64_t>> range_;
+  std::vector<int64_t> per_task_;
+  std::unique_ptr<std::atomic<int64_t>[]> total_;
+};
+
 void lion_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList aux,
                    at::TensorList steps, at::TensorList stamps, at::TensorList exp_avg_absmax, const at::Tensor& lr,
                    double beta1, double beta2,
                    double weight_decay, bool maximize, c10::string_view precision, int64_t seed,
                    at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
-                   const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets) {
+                   const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets,
+                   bool cautious) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, exp_avg_absmax, param_ids, lr, grad_scale,
                     found_inf, elem_offsets};
-  const StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
-                                              at::kCPU, /*read_steps=*/true);
+  StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
+                                        at::kCPU, /*read_steps=*/true, cautious);
   if (found_inf_is_set(found_inf)) return host::record_stamps(params, stamps);
   const KernelTable& k = active_kernels();
-  WorkQueue list;  // [note: one region, dynamic tasks]: one batch, no checks
-  const int32_t batch = list.new_batch();
-  for (size_t t = 0; t < plan.tensors.size(); ++t)
-    for_each_chunk(plan.tensors[t], [&](int64_t b, int64_t e) { list.add_update(batch, int32_t(t), b, e); });
-  list.run(kParallelWork, [](const WorkTask&) {}, [&](int64_t, const WorkTask& task) {
-    k.sign_step(plan.call, plan.tensors[task.tensor], task.begin, task.end, nullptr);
-  });
+  std::vector<std::pair<int64_t, int64_t>> checks;  // checks only for cautious masking's counts
+  const WorkQueue list = step_tasks(plan.tensors, cautious, [](size_t) { return true; }, checks);
+  CautionCounts counts(list, std::move(checks));
+  list.run(kParallelWork,
+      [&](const WorkTask& task) { counts.count(k, plan.call, plan.tensors[task.tensor], task); },
+      [&](int64_t, const WorkTask& task) {
+        StepTensor t = plan.tensors[task.tensor];
+        if (cautious) t.caution_scale = counts.scale(task.tensor, t.numel);
+        k.sign_step(plan.call, t, task.begin, task.end, nullptr);
+      });
   advance_steps(steps);
   host::bump_versions(in, std::vector<char>(params.size(), 1));
   host::record_stamps(params, stamps);
@@ -188,12 +251,12 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
                     c10::string_view precision, int64_t seed, at::IntArrayRef param_ids,
                     const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                     bool compiled, const std::optional<at::Tensor>& eta, const std::optional<at::Tensor>& nonfinite,
-                    at::IntArrayRef elem_offsets) {
+                    at::IntArrayRef elem_offsets, bool cautious) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, exp_avg_absmax, param_ids, lr, grad_scale,
                     found_inf, elem_offsets};
   StepPlan plan = host::begin_tiger_step(in, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio,
                                          shrink_center, nonfinite_guard, rms_floor, maximize, precision, seed,
-                                         compiled, eta, nonfinite, at::kCPU, /*read_steps=*/true);
+                                         compiled, eta, nonfinite, at::kCPU, /*read_steps=*/true, cautious);
   const size_t n = plan.tensors.size();
   const at::TensorList carried = host::carried_sums(in, plan.call.hyper);
   if (found_inf_is_set(found_inf)) return host::record_stamps(params, stamps);
@@ -206,22 +269,12 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   if (nonfinite_guard && given_flags)
     for (size_t i = 0; i < n; ++i) plan.tensors[i].shrink = nonfinite->data_ptr<bool>()[i];
 
-  // The tasks ([note: one region, dynamic tasks]): with the fused check, batches of consecutive
-  // tensors of about kBatch elements, checks first; otherwise one batch of updates.
-  WorkQueue list;
-  std::vector<std::pair<size_t, size_t>> batches;  // [first, last) tensors
-  for (size_t first = 0, last = 0; first < n; first = last) {
-    int64_t elems = 0;
-    while (last < n && (elems < kBatch || !check)) elems += plan.tensors[last++].numel;
-    batches.push_back({first, last});
-  }
-  for (const auto& [first, last] : batches) {
-    const int32_t id = list.new_batch();
-    for (size_t t = first; t < last && check; ++t)
-      for_each_chunk(plan.tensors[t], [&](int64_t lo, int64_t hi) { list.add_check(id, int32_t(t), lo, hi); });
-    for (size_t t = first; t < last; ++t)
-      for_each_chunk(plan.tensors[t], [&](int64_t lo, int64_t hi) { list.add_update(id, int32_t(t), lo, hi); });
-  }
+  // Check tasks: the guard's (every tensor) and cautious masking's counts (tensors that move).
+  const auto counted = [&](size_t t) { return cautious && plan.tensors[t].update; };
+  std::vector<std::pair<int64_t, int64_t>> checks;
+  const WorkQueue list = step_tasks(plan.tensors, check || cautious, [&](size_t t) { return check || counted(t); },
+                                    checks);
+  CautionCounts counts(list, std::move(checks));
   const KernelTable& k = active_kernels();
   std::unique_ptr<std::atomic<uint8_t>[]> fired(new std::atomic<uint8_t>[n]);
   for (size_t i = 0; i < n; ++i) fired[i].store(plan.tensors[i].shrink ? 1 : 0, std::memory_order_relaxed);
@@ -230,12 +283,15 @@ void tiger_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   list.run(kParallelWork,
       [&](const WorkTask& task) {
         const StepTensor& t = plan.tensors[task.tensor];
-        if (!k.all_finite(t.param_dtype, t.grad, task.begin, task.end, plan.call.has_grad_scale, plan.call.grad_scale))
+        if (check &&
+            !k.all_finite(t.param_dtype, t.grad, task.begin, task.end, plan.call.has_grad_scale, plan.call.grad_scale))
           fired[task.tensor].store(1, std::memory_order_relaxed);
+        if (counted(size_t(task.tensor))) counts.count(k, plan.call, t, task);
       },
       [&](int64_t i, const WorkTask& task) {
         StepTensor t = plan.tensors[task.tensor];  // all checks of its batch are done (acquire)
         t.shrink = fired[task.tensor].load(std::memory_order_relaxed) != 0;
+        if (counted(size_t(task.tensor)) && !t.shrink) t.caution_scale = counts.scale(task.tensor, t.numel);
         double* rows = carry && is_rows(t) && (t.update || t.shrink) ? carried[task.tensor].data_ptr<double>() : nullptr;
         partial[size_t(i)] = k.sign_step(plan.call, t, task.begin, task.end, rows);
       });

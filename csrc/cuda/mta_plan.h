@@ -168,15 +168,21 @@ TC_FN bool chunk_is_aligned(const MtaTensor& t, int64_t start, int vec) {
 
 // ---- host planning --------------------------------------------------------------------------
 // Where Tiger's per-slot sums, per-row step sizes and per-tensor guard flags live in the one
-// workspace allocation of a call: [double sums[slots] | double eta[rows] | int32 flags[n]]. Rows
+// workspace allocation of a call: [double sums[slots] | double eta[rows] | int32 flags[n]], then
+// for cautious calls [uint64 kept[n] | double scale[n]] (8-byte aligned; [note: cautious]). Rows
 // follow the host plan's layout (StepPlan::row0: one row per K/V tensor, one per slice of the last
 // dimension for E, empty tensors included), the layout of a caller's `eta` and of tiger_stats.
 struct WorkspaceLayout {
   std::vector<int64_t> slot0, row0;
   int64_t slots = 0, rows = 0, tensors = 0;
+  bool caution = false;
   size_t eta_offset() const { return size_t(slots) * sizeof(double); }
   size_t flags_offset() const { return eta_offset() + size_t(rows) * sizeof(double); }
-  size_t bytes() const { return flags_offset() + size_t(tensors) * sizeof(int32_t); }
+  size_t kept_offset() const { return (flags_offset() + size_t(tensors) * sizeof(int32_t) + 7) & ~size_t(7); }
+  size_t scales_offset() const { return kept_offset() + size_t(tensors) * sizeof(uint64_t); }
+  size_t bytes() const {
+    return caution ? scales_offset() + size_t(tensors) * sizeof(double) : flags_offset() + size_t(tensors) * sizeof(int32_t);
+  }
 };
 
 inline WorkspaceLayout workspace_layout(const std::vector<StepTensor>& ts, const std::vector<int64_t>& row0,
@@ -299,10 +305,12 @@ inline std::vector<CounterArgs> pack_counters(const std::vector<int64_t*>& steps
 
 // ---- the launches of one call -----------------------------------------------------------------
 // [note: stages]
-// A call runs up to four stages on one stream, each a list of launches:
+// A call runs up to five stages on one stream, each a list of launches:
 //   reduce  Tiger stage 1 (tiger_rms.cu): per-slot sums of squares of the tensors that move and
 //           the guard's per-tensor flags; one group of launches per kernel instantiation;
 //   rows    Tiger stage 2: per-row step sizes from the slot sums (tiger_stats: the per-row sums);
+//   caution cautious masking: each tensor's kept count over the update's launches, then its scale
+//           (caution.cu, [note: cautious]);
 //   update  the fused Lion / Tiger update (lion_update.cu, tiger_update.cu), per instantiation;
 //   counters every step counter += 1 and Tiger's carried sums marked unknown (step_counters.cu).
 // What runs is the entry's decision (Stages); csrc/tests/test_mta.cpp runs the same plan's blocks
@@ -311,6 +319,7 @@ struct Stages {
   bool reduce_sums = false;   // stage 1 sums (Tiger K/E without a caller's eta; tiger_stats)
   bool reduce_flags = false;  // stage 1 flags (the guard without a caller's nonfinite; tiger_stats)
   bool rows = false;          // stage 2 (whenever stage 1 sums)
+  bool caution = false;       // cautious masking: kept counts, then each tensor's scale ([note: cautious])
   bool update = false;        // update and counters (the step ops; not tiger_stats)
 };
 
@@ -322,6 +331,7 @@ inline Stages step_stages(const StepHyper& h, bool given_eta, bool given_flags) 
   st.reduce_sums = tiger && h.tiger_class != TigerClass::kV && !given_eta;
   st.reduce_flags = tiger && h.nonfinite_guard && !given_flags;
   st.rows = st.reduce_sums;
+  st.caution = h.cautious;
   st.update = true;  // found_inf: the kernels skip on the device
   return st;
 }
@@ -341,9 +351,10 @@ struct CallPlan {
   WorkspaceLayout ws;
   std::vector<KeyedLaunches> reduce;
   std::vector<MtaArgs> rows;
+  std::vector<KeyedLaunches> caution;  // the update's launches, counting ([note: cautious])
   std::vector<KeyedLaunches> update;
   std::vector<CounterArgs> counters;
-  bool needs_workspace() const { return !reduce.empty() || !rows.empty(); }
+  bool needs_workspace() const { return !reduce.empty() || !rows.empty() || !caution.empty(); }
 };
 
 // tensors, row0 and rows: the host plan's (StepPlan). steps: each tensor's counter (empty for
@@ -353,6 +364,7 @@ inline CallPlan plan_call(const std::vector<StepTensor>& tensors, const std::vec
                           const Stages& st) {
   CallPlan plan;
   plan.ws = workspace_layout(tensors, row0, rows);
+  plan.ws.caution = st.caution;
   const int32_t n = int32_t(tensors.size());
   std::vector<MtaTensor> mt;
   for (int32_t i = 0; i < n; ++i)
@@ -374,6 +386,7 @@ inline CallPlan plan_call(const std::vector<StepTensor>& tensors, const std::vec
   }
   if (st.update) {
     for (const auto& [key, order] : groups) plan.update.push_back({key, packed(order, update_blocks)});
+    if (st.caution) plan.caution = plan.update;
     std::vector<int64_t> sum_rows;
     for (int32_t i = 0; i < n && !carried.empty(); ++i)
       sum_rows.push_back((i + 1 < n ? row0[size_t(i) + 1] : rows) - row0[size_t(i)]);

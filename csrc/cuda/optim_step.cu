@@ -2,8 +2,9 @@
 // plan (csrc/host/step_plan.h, shared with the CPU entries) checks every input, derives the
 // coefficients and describes the tensors; this file plans the multi-tensor launches (mta_plan.h,
 // [note: stages]) and runs them on the current stream under a device guard: Tiger's reduction
-// stages (tiger_rms.cu), the fused updates (lion_update.cu, tiger_update.cu), then one kernel for
-// the step counters (step_counters.cu). No host reads of device values: lr, found_inf, grad_scale,
+// stages (tiger_rms.cu), cautious masking's counts (caution.cu), the fused updates
+// (lion_update.cu, tiger_update.cu), then one kernel for the step counters (step_counters.cu). No
+// host reads of device values: lr, found_inf, grad_scale,
 // the steps and Tiger's flags and step sizes are read by the kernels ([note: kernel scalars]), so a
 // step can be captured in a CUDA graph. Reference: tigercore/reference/optim.py.
 #include <ATen/ATen.h>
@@ -50,10 +51,14 @@ void run(const StepPlan& plan, const mta::Stages& st, const std::vector<int64_t*
     keep.push_back(at::empty({int64_t(cp.ws.bytes())}, like.options().dtype(at::kByte)));
     int32_t* zero = mta::use_workspace(cp.ws, keep.back().data_ptr<uint8_t>(), d);
     if (zero != nullptr) C10_CUDA_CHECK(cudaMemsetAsync(zero, 0, size_t(cp.ws.tensors) * sizeof(int32_t), stream));
+    if (cp.ws.caution)
+      C10_CUDA_CHECK(cudaMemsetAsync(d.caution_kept, 0, size_t(cp.ws.tensors) * sizeof(uint64_t), stream));
   }
   const StepCall& call = plan.call;
   for (const mta::KeyedLaunches& k : cp.reduce) C10_CUDA_CHECK(launch_tiger_reduce(k.key, k.launches, call, d, stream));
   if (!cp.rows.empty()) C10_CUDA_CHECK(launch_tiger_rows(cp.rows, call, d, stream));
+  for (const mta::KeyedLaunches& k : cp.caution) C10_CUDA_CHECK(launch_caution_count(k.key, k.launches, call, d, stream));
+  for (const mta::KeyedLaunches& k : cp.caution) C10_CUDA_CHECK(launch_caution_scales(k.launches, d, stream));
   for (const mta::KeyedLaunches& k : cp.update)
     C10_CUDA_CHECK(call.hyper.algo == Algo::kTiger ? launch_update<Algo::kTiger>(k.key, k.launches, call, d, stream)
                                                    : launch_update<Algo::kLion>(k.key, k.launches, call, d, stream));
@@ -88,11 +93,12 @@ void lion_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList 
                     double beta1, double beta2,
                     double weight_decay, bool maximize, c10::string_view precision, int64_t seed,
                     at::IntArrayRef param_ids, const std::optional<at::Tensor>& grad_scale,
-                    const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets) {
+                    const std::optional<at::Tensor>& found_inf, bool compiled, at::IntArrayRef elem_offsets,
+                    bool cautious) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, {}, exp_avg_absmax, param_ids, lr, grad_scale,
                     found_inf, elem_offsets};
   const StepPlan plan = host::begin_lion_step(in, beta1, beta2, weight_decay, maximize, precision, seed, compiled,
-                                              at::kCUDA, /*read_steps=*/false);
+                                              at::kCUDA, /*read_steps=*/false, cautious);
   const StepHyper& hyper = plan.call.hyper;
   if (!params.empty()) {
     const c10::cuda::CUDAGuard guard(params[0].device());
@@ -111,12 +117,12 @@ void tiger_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                      c10::string_view precision, int64_t seed, at::IntArrayRef param_ids,
                      const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                      bool compiled, const std::optional<at::Tensor>& eta, const std::optional<at::Tensor>& nonfinite,
-                     at::IntArrayRef elem_offsets) {
+                     at::IntArrayRef elem_offsets, bool cautious) {
   const StepArgs in{params, grads, exp_avgs, aux, steps, stamps, sumsq, exp_avg_absmax, param_ids, lr, grad_scale,
                     found_inf, elem_offsets};
   const StepPlan plan = host::begin_tiger_step(in, beta, weight_decay, grad_accum_steps, tiger_class, shrink_ratio,
                                                shrink_center, nonfinite_guard, rms_floor, maximize, precision, seed,
-                                               compiled, eta, nonfinite, at::kCUDA, /*read_steps=*/false);
+                                               compiled, eta, nonfinite, at::kCUDA, /*read_steps=*/false, cautious);
   const StepHyper& hyper = plan.call.hyper;
   const size_t n = plan.tensors.size();
   const bool given_eta = eta.has_value() && hyper.tiger_class != TigerClass::kV;

@@ -30,6 +30,8 @@ struct KernelScalars {
   double* eta_rows;    // row layout of the host plan (row0)
   int32_t* flags;
   double* stats_sums;  // tiger_stats: stage 2 writes each row's sum here (not a step size)
+  unsigned long long* caution_kept;  // cautious: per tensor, the elements that keep their step
+  double* caution_scales;            // cautious: per tensor, s = n / max(K, 0.001 n)
   bool reduce_sums, reduce_flags;  // what stage 1 computes (Stages)
 };
 static_assert(sizeof(MtaArgs) + sizeof(StepCall) + sizeof(KernelScalars) <= kMaxKernelArgBytes,
@@ -41,6 +43,10 @@ static_assert(sizeof(MtaArgs) + sizeof(StepCall) + sizeof(KernelScalars) <= kMax
 inline int32_t* use_workspace(const WorkspaceLayout& ws, unsigned char* base, KernelScalars& d) {
   d.slot_sums = reinterpret_cast<double*>(base);
   if (d.eta_rows == nullptr) d.eta_rows = reinterpret_cast<double*>(base + ws.eta_offset());
+  if (ws.caution) {  // the caller zeroes the counts before the count stage
+    d.caution_kept = reinterpret_cast<unsigned long long*>(base + ws.kept_offset());
+    d.caution_scales = reinterpret_cast<double*>(base + ws.scales_offset());
+  }
   if (d.flags != nullptr) return nullptr;
   d.flags = reinterpret_cast<int32_t*>(base + ws.flags_offset());
   return d.flags;
@@ -373,8 +379,60 @@ struct Block {
   }
 };
 
+// ---- cautious masking ([note: cautious]) --------------------------------------------------------
+// The update kernels are instantiated plain (kOff) and cautious (kOn), so the mask costs the plain
+// kernels no registers; a cautious one reads its tensor's scale as the count stage left it.
+template <typename T, CautionUse kU>
+TC_FN Caution<T> caution_of(const StepCall& call, const KernelScalars& d, const MtaTensor& t) {
+  if constexpr (kU == CautionUse::kOn) return make_caution<T>(call.hyper, d.caution_scales[t.ordinal]);
+  else return caution_off<T>();
+}
+
+// Does this tensor move on this call (Lion: always; Tiger: on the last micro-step of a window)?
+TC_FN bool moves(const StepCall& call, const MtaTensor& t) {
+  return call.hyper.algo == Algo::kLion || tiger_moves(*t.step, call.hyper.grad_accum_steps);
+}
+
+// Thread tid's part of the count stage for the chunk of `block` (a launch of the update's plan):
+// how many of its elements keep their step, with the update's functors on the unscaled gradient
+// (not stored back: the update does it) and the momentum as the update reads it (8-bit: decoded).
+// caution.cu adds the parts of a block and then the blocks of a tensor (integers: exact).
+template <typename P, typename M>
+TC_FN uint64_t caution_count_part(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block,
+                                  int tid, int nthreads) {
+  using B = Block<P, M, Precision::kNone>;
+  using T = typename B::T;
+  const B b(a, call, block);
+  if (!moves(call, b.t)) return 0;
+  const GradIn<T> grad_in(d.grad_scale);
+  const Caution<T> caution = make_caution<T>(call.hyper, 1.0);
+  auto load_m = [&](int32_t i) -> T {
+    if constexpr (B::kQ8) return T(q8_decode(b.mom[i], b.absmax[uint32_t(i) / uint32_t(kQ8Block)]));
+    else return T(storage<M>::load(b.mom, i));
+  };
+  auto count = [&](const auto& step) {
+    uint64_t kept = 0;
+    for (int32_t i = tid; i < b.s.len; i += nthreads) {
+      const T g0 = storage<P>::load(b.grad, i);
+      const T g = grad_in.scaled() ? grad_in.unscale(g0) : g0;
+      kept += step.keeps(load_m(i), g) ? 1u : 0u;
+    }
+    return kept;
+  };
+  if (call.hyper.algo == Algo::kLion) return count(make_lion_step<T>(call.coef, T(0), caution));
+  return count(make_tiger_step<T>(call.coef, tiger_first(b.step, call.hyper.grad_accum_steps), caution));
+}
+
+// The scales of a launch's tensors: thread tid takes tensors tid, tid + nthreads, ...
+TC_FN void caution_scales_part(const MtaArgs& a, const KernelScalars& d, int tid, int nthreads) {
+  for (int32_t j = tid; j < a.n; j += nthreads) {
+    const MtaTensor& t = a.t[j];
+    d.caution_scales[t.ordinal] = caution_scale_of(t.numel, int64_t(d.caution_kept[t.ordinal]));
+  }
+}
+
 // ---- Lion ---------------------------------------------------------------------------------------
-template <typename P, typename M, Precision kMode>
+template <typename P, typename M, Precision kMode, CautionUse kU>
 TC_FN void lion_block(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block,
                       int tid, int nthreads) {
   if (step_skipped(d)) return;
@@ -383,7 +441,7 @@ TC_FN void lion_block(const MtaArgs& a, const StepCall& call, const KernelScalar
   using A = typename B::A;
   const B b(a, call, block);
   using MR = typename B::MR;
-  const LionStep<T> step = make_lion_step<T>(call.coef, T(lr_of(call, d)));
+  const LionStep<T, kU> step = make_lion_step<T, kU>(call.coef, T(lr_of(call, d)), caution_of<T, kU>(call, d, b.t));
   b.template loop<B::kUpdate>(d.grad_scale, tid, nthreads, [&](P* param, MR* mom, A* aux, int32_t i, int32_t local, T g) {
     T m = T(storage<MR>::load(mom, i));
     const T w_old = B::Access::load(param, aux, i);
@@ -398,7 +456,7 @@ TC_FN void lion_block(const MtaArgs& a, const StepCall& call, const KernelScalar
 // One block of Tiger's update: on a fired guard only the shrink θ <- (θ - c)·s + c; on an
 // accumulation micro-step only the momentum; otherwise momentum and parameter, with the step size
 // of the tensor (K: eta_rows[row0], V: 0.5·lr) or of each row (E: eta_rows[row0 + row]).
-template <typename P, typename M, Precision kMode>
+template <typename P, typename M, Precision kMode, CautionUse kU>
 TC_FN void tiger_block(const MtaArgs& a, const StepCall& call, const KernelScalars& d, int64_t block,
                        int tid, int nthreads) {
   if (step_skipped(d)) return;
@@ -415,7 +473,8 @@ TC_FN void tiger_block(const MtaArgs& a, const StepCall& call, const KernelScala
     });
     return;
   }
-  const TigerStep<T> step = make_tiger_step<T>(call.coef, tiger_first(b.step, call.hyper.grad_accum_steps));
+  const TigerStep<T, kU> step = make_tiger_step<T, kU>(call.coef, tiger_first(b.step, call.hyper.grad_accum_steps),
+                                                       caution_of<T, kU>(call, d, b.t));
   auto momentum = [&](MR* mom, int32_t i, T g) -> T {
     const T m = step.momentum(T(storage<MR>::load(mom, i)), g);
     momentum_store<MR>::run(mom, i, typename storage<MR>::opmath(m));
@@ -429,7 +488,7 @@ TC_FN void tiger_block(const MtaArgs& a, const StepCall& call, const KernelScala
   auto update = [&](P* param, MR* mom, A* aux, int32_t i, int32_t local, T g, T eta) {
     const T m = momentum(mom, i, g);
     const T w_old = B::Access::load(param, aux, i);
-    b.store(param, aux, i, local, w_old, step.param(w_old, m, eta));
+    b.store(param, aux, i, local, w_old, step.param(w_old, m, g, eta));
   };
   if (call.hyper.tiger_class == TigerClass::kE) {
     // element `local` of the chunk is in row s.row + (s.lead + local) / s.rlen (lead: flat_span)

@@ -267,6 +267,7 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
     t.update = true;
     t.eta = 0.0;
     t.eta_rows = nullptr;
+    t.caution_scale = 1.0;
     plan.row0.push_back(plan.rows);
     if (tiger) plan.rows += rms_rows(p, hyper.tiger_class);
   }
@@ -347,9 +348,10 @@ void bump_versions(const StepArgs& in, const std::vector<char>& params_written) 
 
 StepPlan begin_lion_step(const StepArgs& in, double beta1, double beta2, double weight_decay, bool maximize,
                          c10::string_view precision, int64_t seed, bool compiled, c10::DeviceType device_type,
-                         bool read_steps) {
+                         bool read_steps, bool cautious) {
   const Precision mode = parse_precision(precision);
-  const StepHyper hyper = lion_hyper(beta1, beta2, weight_decay, maximize, seed);
+  StepHyper hyper = lion_hyper(beta1, beta2, weight_decay, maximize, seed);
+  hyper.cautious = cautious;
   StepPlan plan = plan_step("lion_step_", in, hyper, mode, device_type, read_steps);
   sync_external_writes(in.params, in.aux, in.stamps, {}, mode, compiled);
   return plan;
@@ -359,11 +361,13 @@ StepPlan begin_tiger_step(const StepArgs& in, double beta, double weight_decay, 
                           c10::string_view tiger_class, double shrink_ratio, double shrink_center,
                           bool nonfinite_guard, double rms_floor, bool maximize, c10::string_view precision,
                           int64_t seed, bool compiled, const std::optional<at::Tensor>& eta,
-                          const std::optional<at::Tensor>& nonfinite, c10::DeviceType device_type, bool read_steps) {
+                          const std::optional<at::Tensor>& nonfinite, c10::DeviceType device_type, bool read_steps,
+                          bool cautious) {
   const Precision mode = parse_precision(precision);
   const TigerClass cls = parse_tiger_class(tiger_class);
-  const StepHyper hyper = tiger_hyper(beta, weight_decay, grad_accum_steps, cls, shrink_ratio, shrink_center,
-                                      nonfinite_guard, rms_floor, maximize, seed);
+  StepHyper hyper = tiger_hyper(beta, weight_decay, grad_accum_steps, cls, shrink_ratio, shrink_center,
+                                nonfinite_guard, rms_floor, maximize, seed);
+  hyper.cautious = cautious;
   StepPlan plan = plan_step("tiger_step_", in, hyper, mode, device_type, read_steps);
   const size_t n = plan.tensors.size();
   const auto on_params_device = [&](const at::Tensor& t) { return n == 0 || t.device() == in.params[0].device(); };

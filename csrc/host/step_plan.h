@@ -54,12 +54,13 @@ StepPlan plan_step(const char* op, const StepArgs& in, const StepHyper& hyper, P
 // ([note: external writes]). Nothing is modified unless every check passed.
 StepPlan begin_lion_step(const StepArgs& in, double beta1, double beta2, double weight_decay, bool maximize,
                          c10::string_view precision, int64_t seed, bool compiled, c10::DeviceType device_type,
-                         bool read_steps);
+                         bool read_steps, bool cautious);
 StepPlan begin_tiger_step(const StepArgs& in, double beta, double weight_decay, int64_t grad_accum_steps,
                           c10::string_view tiger_class, double shrink_ratio, double shrink_center,
                           bool nonfinite_guard, double rms_floor, bool maximize, c10::string_view precision,
                           int64_t seed, bool compiled, const std::optional<at::Tensor>& eta,
-                          const std::optional<at::Tensor>& nonfinite, c10::DeviceType device_type, bool read_steps);
+                          const std::optional<at::Tensor>& nonfinite, c10::DeviceType device_type, bool read_steps,
+                          bool cautious);
 // The plan of tiger_stats, the same on every device: checks, and per tensor its description
 // (parameter side only) and first row (plan.row0; plan.rows in all).
 StepPlan plan_tiger_stats(at::TensorList params, at::TensorList grads, at::TensorList aux, at::TensorList sumsq,

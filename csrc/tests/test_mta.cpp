@@ -474,6 +474,7 @@ struct Case {
   double rms_floor;
   bool big_values;       // a gradient of 3e38 (non-finite once unscaled by 0.5), and a momentum near 65504
   int given;             // Given bits
+  bool cautious = false;  // [note: cautious]
 };
 
 static bool tiger_e(const Case& c) { return c.algo == Algo::kTiger && c.cls == TigerClass::kE; }
@@ -566,6 +567,7 @@ static StepCall base_call(const Case& c) {
   h.rms_floor = tiger ? c.rms_floor : 0.0;
   h.nonfinite_guard = tiger && c.guard;
   h.weight_decay = tiger && c.cls == TigerClass::kV ? 0.0 : 0.1;
+  h.cautious = c.cautious;
   StepCall call{};
   call.hyper = h;
   call.coef = derive_coefficients(h);
@@ -586,6 +588,7 @@ static Described describe(const Case& c, Problem& pr, bool read_steps) {
   const bool half = c.p == DType::kFloat16 || c.p == DType::kBFloat16;
   for (size_t i = 0; i < pr.shapes.size(); ++i) {
     StepTensor t{};
+    t.caution_scale = 1.0;
     t.param_dtype = c.p, t.momentum_dtype = c.m, t.mode = half ? c.mode : Precision::kNone;
     t.param = pr.param[i].data, t.grad = pr.grad[i].data, t.exp_avg = pr.mom[i].data;
     t.aux = (t.mode == Precision::kKahan || t.mode == Precision::kMaster) ? pr.aux[i].data : nullptr;
@@ -667,6 +670,21 @@ static void emulate_plan(const CallPlan& cp, const StepCall& call, const KernelS
   for (const MtaArgs& a : cp.rows)
     for (int64_t b = 0; b < blocks(a); ++b)
       for (int tid = 0; tid < kBlockSize; ++tid) tiger_rows_block(a, call, d, b, tid, kBlockSize);
+  for (const KeyedLaunches& kl : cp.caution) {  // caution.cu: counts, then scales
+    count(kl.launches.size());
+    dispatch_key_or_code8(kl.key, [&](auto pt, auto mt_, auto) {
+      for (const MtaArgs& a : kl.launches)
+        for (int64_t b = 0; b < blocks(a) && !step_skipped(d); ++b) {
+          uint64_t kept = 0;
+          for (int tid = 0; tid < kBlockSize; ++tid)
+            kept += caution_count_part<decltype(pt), decltype(mt_)>(a, call, d, b, tid, kBlockSize);
+          d.caution_kept[a.t[locate_block(a, b).tensor].ordinal] += kept;
+        }
+    });
+  }
+  for (const KeyedLaunches& kl : cp.caution)
+    for (const MtaArgs& a : kl.launches)
+      if (!step_skipped(d)) caution_scales_part(a, d, 0, 1);
   for (const KeyedLaunches& kl : cp.update) {
     count(kl.launches.size());
     dispatch_key_or_code8(kl.key, [&](auto pt, auto mt_, auto md) {
@@ -678,9 +696,15 @@ static void emulate_plan(const CallPlan& cp, const StepCall& call, const KernelS
           const bool aligned = Block<P, M, kMode>(a, call, b).aligned;
           if (std::is_same<M, code8_t>::value) (aligned ? cov.q8_aligned_chunks : cov.q8_scalar_chunks) += 1;
           else (aligned ? cov.aligned_chunks : cov.scalar_chunks) += 1;
-          for (int tid = 0; tid < kBlockSize; ++tid) {
-            if (call.hyper.algo == Algo::kTiger) tiger_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
-            else lion_block<P, M, kMode>(a, call, d, b, tid, kBlockSize);
+          for (int tid = 0; tid < kBlockSize; ++tid) {  // the instantiation launch_update picks
+            if (call.hyper.algo == Algo::kTiger && call.hyper.cautious)
+              tiger_block<P, M, kMode, CautionUse::kOn>(a, call, d, b, tid, kBlockSize);
+            else if (call.hyper.algo == Algo::kTiger)
+              tiger_block<P, M, kMode, CautionUse::kOff>(a, call, d, b, tid, kBlockSize);
+            else if (call.hyper.cautious)
+              lion_block<P, M, kMode, CautionUse::kOn>(a, call, d, b, tid, kBlockSize);
+            else
+              lion_block<P, M, kMode, CautionUse::kOff>(a, call, d, b, tid, kBlockSize);
           }
         }
     });
@@ -700,6 +724,7 @@ struct Workspace {
     std::memset(mem.data(), 0xFF, mem.size() * sizeof(double));
     int32_t* zero = use_workspace(cp.ws, reinterpret_cast<unsigned char*>(mem.data()), d);
     if (zero != nullptr) std::memset(zero, 0, size_t(cp.ws.tensors) * sizeof(int32_t));
+    if (cp.ws.caution) std::memset(d.caution_kept, 0, size_t(cp.ws.tensors) * sizeof(uint64_t));
   }
 };
 
@@ -757,6 +782,8 @@ static std::vector<char> reference_step(const Case& c, Problem& pr, const std::v
   const std::vector<double> given_eta = caller_eta(ds.rows);
   for (size_t i = 0; i < ds.tensors.size(); ++i) {
     StepTensor& t = ds.tensors[i];
+    if (c.cautious && t.numel > 0)  // as optim_ops.cpp's caution_scales (one range: the count is exact)
+      t.caution_scale = caution_scale_of(t.numel, cpu::cpu_ref::caution_count(call, t, 0, t.numel));
     if (c.algo == Algo::kTiger) {
       t.update = tiger_is_update_step(t.step, call.hyper.grad_accum_steps);
       fired[i] = uses_given_flags(c) ? given[i] != 0
@@ -863,6 +890,10 @@ static void test_blocks_against_cpu() {
           add([&](Case& c) { c.grad_scale = 65536.0f, c.found_inf = true, c.guard = true, c.nan_grad = tiger, c.steps = 1; });
           // lr on the device, a floor above the RMS, unscaling by 0.5 to Inf, fp16 momentum saturation
           add([&](Case& c) { c.grad_scale = 0.5f, c.guard = true, c.lr_device = true, c.rms_floor = 0.6, c.big_values = true; });
+          // cautious masking: plain; and with GradScaler, maximize, accumulation, the guard and a device lr
+          add([](Case& c) { c.cautious = true; });
+          add([&](Case& c) { c.cautious = true, c.grad_scale = 1000.0f, c.maximize = true, c.k = 2, c.guard = true,
+                             c.nan_grad = tiger, c.lr_device = true, c.steps = 4; });
           if (tiger) {
             add([](Case& c) { c.grad_scale = 1000.0f, c.guard = true, c.nan_grad = true, c.given = kGivenEta | kGivenFlags; });
             add([](Case& c) { c.given = kGivenEta | kGivenFlags, c.steps = 1; });  // guard off: flags ignored

@@ -40,3 +40,12 @@ def numel_of(shapes) -> int:
             n *= d
         total += n
     return total
+
+
+def from_spec(spec: str) -> list[tuple[str, tuple[int, ...]]]:
+    """The shapes a benchmark's --shapes entry names: "gpt2-small" or "flat:<numel>"."""
+    if spec == "gpt2-small":
+        return gpt2_small()
+    if spec.startswith("flat:"):
+        return flat(int(spec.split(":", 1)[1]))
+    raise ValueError(f"unknown shapes {spec!r}: 'gpt2-small' or 'flat:<numel>'")

@@ -299,7 +299,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                 self._check_state(p, state)
                 mesh = None if type(p) in _dist.PLAIN_TYPES else _dist.mesh_of(p)  # DTensor parameters
                 if mesh is not None:
-                    _dist.check(self, p, state)
+                    _dist.check(self, p, state, group)
                 key = (p.device, self._batch_key(p, group), self._use_reference(self._step_tensors(p, state)), mesh)
                 by_key[key].append((p, pid))
             for (device, sub, use_ref, _), items in by_key.items():
@@ -351,7 +351,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
         self._check_grad(p)
         self._check_state(p, state)
         if type(p) not in _dist.PLAIN_TYPES and _dist.mesh_of(p) is not None:  # a DTensor parameter
-            _dist.check(self, p, state)
+            _dist.check(self, p, state, group)
             return _dist.run_batches(self, [(group, p.device, self._batch_key(p, group), False, [p], [ordinal])])
         self._run_batch(group, [p], [ordinal], p.device, self._batch_key(p, group),
                         self._use_reference(self._step_tensors(p, state)))
@@ -374,7 +374,7 @@ class SignMomentumOptimizer(torch.optim.Optimizer):
                       lr=self._lr_tensor(group, device), param_ids=ids,
                       maximize=bool(group.get("maximize", False)), precision=self.precision,
                       seed=self.seed, grad_scale=grad_scale, found_inf=found_inf,
-                      compiled=torch.compiler.is_compiling())
+                      compiled=torch.compiler.is_compiling(), cautious=bool(group.get("cautious", False)))
 
     def _call_op(self, op, group, sub, states, **common):
         raise NotImplementedError

@@ -158,9 +158,14 @@ def layout(opt, p) -> ShardLayout:
 
 
 # ---- checks (before any kernel runs) ------------------------------------------------------------------
-def check(opt, p, state) -> None:
-    """A DTensor parameter's gradient and state must be DTensors with its mesh and placements."""
+def check(opt, p, state, group) -> None:
+    """A DTensor parameter's gradient and state must be DTensors with its mesh and placements, and
+    its group must not ask for what a shard cannot compute alone."""
     name = type(opt).__name__
+    if group.get("cautious", False):
+        raise NotImplementedError(f"{name}: cautious=True is not supported for DTensor parameters (FSDP2/tensor "
+                                  "parallel): its scale counts the whole tensor, which a shard does not see; use "
+                                  "cautious=False there")
     g = p.grad
     if not is_dtensor(g):
         raise RuntimeError(f"{name}: a DTensor parameter (placements {tuple(p.placements)}) has a plain "

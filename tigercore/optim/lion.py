@@ -28,6 +28,9 @@ class Lion(SignMomentumOptimizer):
         betas: (beta1, beta2): direction interpolation and momentum EMA coefficients, in [0, 1].
         weight_decay: lambda >= 0; the decay step is lr * lambda * theta.
         maximize: ascend instead of descend.
+        cautious: keep the sign step only where it agrees with the gradient and rescale the kept
+            part by n / max(kept, n/1000) per tensor (timm's caution=True; docs/semantics.md,
+            "Cautious masking"). One more read of the gradient and momentum per step.
         precision: storage of bf16/fp16 params: "master" (default; fp32 master copy, exact with
             respect to fp32 training), "kahan" (bf16/fp16 compensation buffer), "stochastic"
             (Philox stochastic rounding), "none" (round to nearest; small steps are lost).
@@ -44,10 +47,10 @@ class Lion(SignMomentumOptimizer):
     _op_name = "lion_step_"
     _kind_keys = ("betas",)
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False,
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False, cautious=False,
                  precision="master", momentum_dtype=None, momentum_bits=32, seed=0, backend="auto"):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
-                        weight_decay=weight_decay, maximize=maximize)
+                        weight_decay=weight_decay, maximize=maximize, cautious=cautious)
         super().__init__(params, defaults, precision=precision, momentum_dtype=momentum_dtype,
                          seed=seed, backend=backend, momentum_bits=momentum_bits)
 
@@ -59,8 +62,9 @@ class Lion(SignMomentumOptimizer):
         for b, name in zip(betas, ("betas[0]", "betas[1]")):
             _checks.validate_real(b, name, 0.0, 1.0)
         _checks.validate_real(group["weight_decay"], "weight_decay", 0.0)
-        if not isinstance(group.get("maximize", False), bool):
-            raise ValueError(f"Invalid maximize: {group['maximize']!r} (a bool)")
+        for key in ("maximize", "cautious"):
+            if not isinstance(group.get(key, False), bool):
+                raise ValueError(f"Invalid {key}: {group[key]!r} (a bool)")
         if float(betas[0]) == 1.0 and float(betas[1]) == 1.0:
             self._warn_once(("betas", id(group)), "Lion: betas = (1, 1) keeps the momentum at its initial value "
                                                   "and ignores every gradient: theta never moves except by decay.")

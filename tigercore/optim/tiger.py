@@ -36,6 +36,9 @@ class Tiger(SignMomentumOptimizer):
         nonfinite_guard: skip-and-shrink tensors whose gradient holds NaN or +-Inf.
         rms_floor: None (faithful: a tensor/row with RMS 0 never moves), or a floor f >= 0 so that
             eta = lr*max(RMS, f) (a documented deviation).
+        cautious: keep the sign step only where it agrees with the update micro-step's gradient and
+            rescale the kept part by n / max(kept, n/1000) per tensor (docs/semantics.md, "Cautious
+            masking"). One more read of the gradient and momentum per update step.
         maximize, precision, momentum_dtype, momentum_bits, seed, backend: as for Lion. With
             momentum_bits=8 every micro-step re-quantises the momentum: see docs/semantics.md,
             "8-bit momentum", on accumulation.
@@ -49,11 +52,11 @@ class Tiger(SignMomentumOptimizer):
     _kind_keys = ("beta", "grad_accum_steps")
 
     def __init__(self, params, lr=1e-3, beta=0.965, weight_decay=0.01, grad_accum_steps=1,
-                 shrink_ratio=0.99, nonfinite_guard=True, rms_floor=None, *, maximize=False,
+                 shrink_ratio=0.99, nonfinite_guard=True, rms_floor=None, *, maximize=False, cautious=False,
                  precision="master", momentum_dtype=None, momentum_bits=32, seed=0, backend="auto"):
         defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, grad_accum_steps=grad_accum_steps,
                         shrink_ratio=shrink_ratio, nonfinite_guard=nonfinite_guard, rms_floor=rms_floor,
-                        tiger_class=None, shrink_center=0.0, maximize=maximize)
+                        tiger_class=None, shrink_center=0.0, maximize=maximize, cautious=cautious)
         if momentum_dtype == torch.bfloat16 and _checks.is_real_number(beta) and _checks.is_real_number(grad_accum_steps) \
                 and (grad_accum_steps > 1 or beta > 0.996):
             self._warned = set()
@@ -76,7 +79,7 @@ class Tiger(SignMomentumOptimizer):
             _checks.validate_real(group["rms_floor"], "rms_floor", 0.0)
         if group.get("tiger_class") not in (None,) + CLASSES:
             raise ValueError(f"Invalid tiger_class: {group['tiger_class']!r} (one of 'K', 'E', 'V' or None)")
-        for key in ("nonfinite_guard", "maximize"):
+        for key in ("nonfinite_guard", "maximize", "cautious"):
             if not isinstance(group.get(key, False), bool):
                 raise ValueError(f"Invalid {key}: {group[key]!r} (a bool)")
         if float(group["beta"]) == 1.0:

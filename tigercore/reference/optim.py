@@ -209,11 +209,25 @@ def tiger_stats(params, grads, aux, sumsq=(), *, tiger_class, precision, grad_sc
     return s, torch.tensor(flags, dtype=torch.bool, device=device)
 
 
+def caution_scale(n: int, kept: int) -> float:
+    """[note: cautious] s = n / max(K, 0.001 n) in float64 (csrc: caution_scale_of)."""
+    return n / max(float(kept), 0.001 * n)
+
+
+def _cautious_direction(u: torch.Tensor, g: torch.Tensor, maximize: bool) -> torch.Tensor:
+    """d = u * (keep ? s : 0), keep = u g > 0 (g negated under maximize), s from the whole
+    tensor's count, rounded once to u's dtype; a NaN u stays NaN (docs/semantics.md, "Cautious
+    masking")."""
+    keep = (u * g) * (-1.0 if maximize else 1.0) > 0
+    s = torch.tensor(caution_scale(u.numel(), int(keep.sum())), dtype=torch.float64).to(u.dtype)
+    return u * torch.where(keep, s, torch.zeros_like(u))
+
+
 # ---- the steps ------------------------------------------------------------------------------------
 @torch.no_grad()
 def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), exp_avg_absmax=(), *, lr, beta1, beta2, weight_decay, param_ids,
                maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
-               elem_offsets=()):
+               elem_offsets=(), cautious=False):
     _checks.check_step_inputs("lion_step_", params, grads, exp_avgs, aux, steps, stamps, param_ids,
                               precision, grad_scale, found_inf, lr)
     _checks.check_elem_offsets("lion_step_", elem_offsets, params)
@@ -231,7 +245,8 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), exp_avg_absmax=()
         m = _load_momentum(m_t, absmax, T)
         w_old = _working_copy(p, aux_t, mode)
         c = fma(m, k["b1"], k["g1"] * g)
-        u = fma(w_old, k["wd"], sign(c))
+        d = _cautious_direction(sign(c), g, maximize) if cautious else sign(c)
+        u = fma(w_old, k["wd"], d)
         w_new = fma(u, -eta, w_old)
         m_new = fma(m, k["b2"], k["g2"] * g)
         _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], int(s_t.item()),
@@ -246,7 +261,7 @@ def lion_step_(params, grads, exp_avgs, aux, steps, stamps=(), exp_avg_absmax=()
 def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), exp_avg_absmax=(), *, lr, beta, weight_decay,
                 grad_accum_steps, tiger_class, shrink_ratio, shrink_center, nonfinite_guard, rms_floor, param_ids,
                 maximize=False, precision="none", seed=0, grad_scale=None, found_inf=None, compiled=False,
-                eta=None, nonfinite=None, elem_offsets=()):
+                eta=None, nonfinite=None, elem_offsets=(), cautious=False):
     op = "tiger_step_"
     _checks.check_step_inputs(op, params, grads, exp_avgs, aux, steps, stamps, param_ids, precision, grad_scale,
                               found_inf, lr)
@@ -302,7 +317,8 @@ def tiger_step_(params, grads, exp_avgs, aux, steps, stamps=(), sumsq=(), exp_av
                     e = e.to(T)
                     step_size = e.reshape(()) if tiger_class == "K" or p.dim() == 0 else \
                         e.unsqueeze(-1).expand(-1, p.shape[-1]).reshape(p.shape)
-                u = fma(w_old, k["wd"], sign(m))
+                d = _cautious_direction(sign(m), g, maximize) if cautious else sign(m)
+                u = fma(w_old, k["wd"], d)
                 w_new = fma(u, -step_size, w_old)
                 _store_param(p, aux_t, mode, w_old, w_new, seed, param_ids[i], t, offset)
                 written = True

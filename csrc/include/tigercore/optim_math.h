@@ -49,10 +49,44 @@ struct TigerCoeffs {
   T b1, b2;  // m' = fma(b1, m, b2 g): b1 = beta on a group's first micro-step, else 1
 };
 
+// [note: cautious]
+// Cautious masking (cautious=True; docs/semantics.md, "Cautious masking") keeps the sign step u
+// only where it agrees with this step's gradient, u g > 0 (g negated under maximize: `sign`), and
+// scales what is kept by s = n / max(K, 0.001 n), K the number kept in the whole tensor (counted by
+// a pass before the update, with caution_keep). Off: every element is kept with s = 1, so the
+// direction is u * 1 = u and the bits are those of the plain step.
 template <typename T>
-TC_FN void lion_update(T& w, T& m, T g, const LionCoeffs<T>& k, T eta, T wd) {
-  const T c = fma_op(k.beta1, m, k.one_minus_beta1 * g);
-  const T u = fma_op(wd, w, sign_keep_nan(c));
+struct Caution {
+  T scale;   // s (1 when off)
+  T sign;    // +1, or -1 under maximize
+  bool all;  // off: keep every element
+};
+template <typename T>
+TC_FN Caution<T> caution_off() { return Caution<T>{T(1), T(1), true}; }
+template <typename T>
+TC_FN bool caution_keep(T u, T g, T sign) { return (u * g) * sign > T(0); }  // u is 0 or +-1: exact
+// Who decides whether the mask applies: the loop, at compile time (the CPU loops and the CUDA
+// update kernels are instantiated plain, kOff, and cautious, kOn: the plain ones do no extra work
+// per element, vectorise as before and keep their registers), or Caution::all at run time
+// (kRuntime, the default for a functor built for one use). All three give the same values.
+enum class CautionUse : int { kRuntime = 0, kOff = 1, kOn = 2 };
+template <CautionUse kU, typename T>
+TC_FN T cautious_direction(T u, T g, const Caution<T>& c) {
+  if constexpr (kU == CautionUse::kOff) {
+    return u;
+  } else {
+    const T masked = u * (caution_keep(u, g, c.sign) ? c.scale : T(0));  // a NaN u stays NaN
+    if constexpr (kU == CautionUse::kOn) return masked;
+    else return c.all ? u : masked;
+  }
+}
+
+template <typename T>
+TC_FN T lion_direction(T m, T g, const LionCoeffs<T>& k) { return sign_keep_nan(fma_op(k.beta1, m, k.one_minus_beta1 * g)); }
+
+template <CautionUse kU = CautionUse::kRuntime, typename T>
+TC_FN void lion_update(T& w, T& m, T g, const LionCoeffs<T>& k, T eta, T wd, const Caution<T>& c = caution_off<T>()) {
+  const T u = fma_op(wd, w, cautious_direction<kU>(lion_direction(m, g, k), g, c));
   w = fma_op(-eta, u, w);
   m = fma_op(k.beta2, m, k.one_minus_beta2 * g);
 }
@@ -60,9 +94,10 @@ TC_FN void lion_update(T& w, T& m, T g, const LionCoeffs<T>& k, T eta, T wd) {
 template <typename T>
 TC_FN void tiger_momentum(T& m, T g, const TigerCoeffs<T>& k) { m = fma_op(k.b1, m, k.b2 * g); }
 
-template <typename T>
-TC_FN void tiger_param(T& w, T m, T eta, T wd) {
-  const T u = fma_op(wd, w, sign_keep_nan(m));
+// g: this micro-step's gradient, read only by cautious masking.
+template <CautionUse kU = CautionUse::kRuntime, typename T>
+TC_FN void tiger_param(T& w, T m, T eta, T wd, T g = T(0), const Caution<T>& c = caution_off<T>()) {
+  const T u = fma_op(wd, w, cautious_direction<kU>(sign_keep_nan(m), g, c));
   w = fma_op(-eta, u, w);
 }
 

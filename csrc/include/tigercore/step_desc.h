@@ -25,6 +25,7 @@ struct StepHyper {
   double shrink_ratio, shrink_center, rms_floor;
   bool nonfinite_guard;
   double weight_decay;
+  bool cautious;  // [note: cautious]
 };
 
 // [note: coefficients]
@@ -64,36 +65,53 @@ TC_FN T coef(const Coefficients& c, Coef k) {
 }
 
 // ---- functors: the element steps with their coefficients, built the same way on every backend --
+// [note: cautious]: the tensor's scale s (1 when off) and the sign folding maximize into the test.
 template <typename T>
+TC_FN Caution<T> make_caution(const StepHyper& h, double scale) {
+  return h.cautious ? Caution<T>{T(scale), h.maximize ? T(-1) : T(1), false} : caution_off<T>();
+}
+
+// kU: who decides whether the mask applies ([note: cautious], CautionUse).
+template <typename T, CautionUse kU = CautionUse::kRuntime>
 struct LionStep {
   LionCoeffs<T> k;
   T eta, wd;
-  TC_FORCEINLINE TC_HOST_DEVICE void operator()(T& w, T& m, T g) const { lion_update(w, m, g, k, eta, wd); }
+  Caution<T> caution;
+  TC_FORCEINLINE TC_HOST_DEVICE void operator()(T& w, T& m, T g) const { lion_update<kU>(w, m, g, k, eta, wd, caution); }
+  // Whether element (m, g) keeps its step under cautious masking (the count pass).
+  TC_FORCEINLINE TC_HOST_DEVICE bool keeps(T m, T g) const { return caution_keep(lion_direction(m, g, k), g, caution.sign); }
 };
-template <typename T>
-TC_FN LionStep<T> make_lion_step(const Coefficients& c, T eta) {
-  return LionStep<T>{{coef<T>(c, kBeta1), coef<T>(c, kGradCoef1), coef<T>(c, kBeta2), coef<T>(c, kGradCoef2)},
-                     eta, coef<T>(c, kWeightDecay)};
+template <typename T, CautionUse kU = CautionUse::kRuntime>
+TC_FN LionStep<T, kU> make_lion_step(const Coefficients& c, T eta, const Caution<T>& caution = caution_off<T>()) {
+  return LionStep<T, kU>{{coef<T>(c, kBeta1), coef<T>(c, kGradCoef1), coef<T>(c, kBeta2), coef<T>(c, kGradCoef2)},
+                         eta, coef<T>(c, kWeightDecay), caution};
 }
 
 // Tiger's momentum (b1 = beta on a group's first micro-step, else 1) and parameter steps.
-template <typename T>
+template <typename T, CautionUse kU = CautionUse::kRuntime>
 struct TigerStep {
   TigerCoeffs<T> k;
   T wd;
+  Caution<T> caution;
   TC_FORCEINLINE TC_HOST_DEVICE T momentum(T m, T g) const {
     tiger_momentum(m, g, k);
     return m;
   }
-  TC_FORCEINLINE TC_HOST_DEVICE T param(T w, T m, T eta) const {
-    tiger_param(w, m, eta, wd);
+  // m: the new momentum; g: this micro-step's gradient (cautious masking only).
+  TC_FORCEINLINE TC_HOST_DEVICE T param(T w, T m, T g, T eta) const {
+    tiger_param<kU>(w, m, eta, wd, g, caution);
     return w;
   }
+  // Whether element (m, g) (m: the old momentum) keeps its step under cautious masking.
+  TC_FORCEINLINE TC_HOST_DEVICE bool keeps(T m, T g) const {
+    return caution_keep(sign_keep_nan(momentum(m, g)), g, caution.sign);
+  }
 };
-template <typename T>
-TC_FN TigerStep<T> make_tiger_step(const Coefficients& c, bool first_micro_step) {
-  return TigerStep<T>{{first_micro_step ? coef<T>(c, kTigerBeta) : T(1), coef<T>(c, kTigerGradCoef)},
-                      coef<T>(c, kWeightDecay)};
+template <typename T, CautionUse kU = CautionUse::kRuntime>
+TC_FN TigerStep<T, kU> make_tiger_step(const Coefficients& c, bool first_micro_step,
+                                       const Caution<T>& caution = caution_off<T>()) {
+  return TigerStep<T, kU>{{first_micro_step ? coef<T>(c, kTigerBeta) : T(1), coef<T>(c, kTigerGradCoef)},
+                          coef<T>(c, kWeightDecay), caution};
 }
 
 template <typename T>
@@ -137,6 +155,15 @@ struct StepTensor {
   bool update;           // Tiger: the parameter moves on this micro-step
   double eta;            // step size when it is the same for every element (K, V, Lion)
   const double* eta_rows;  // Tiger E: step size per row, else nullptr
+  double caution_scale;  // [note: cautious] the tensor's s when the call is cautious (CPU), else 1
 };
+
+// [note: cautious] s = n / max(K, 0.001 n) in float64 for a tensor of n elements of which K keep
+// their step (0 < n; K = 0 gives 1000, which multiplies nothing).
+TC_FN double caution_scale_of(int64_t n, int64_t kept) {
+  const double floor = 0.001 * double(n);
+  const double k = double(kept);
+  return double(n) / (k > floor ? k : floor);
+}
 
 }  // namespace tigercore
