@@ -137,24 +137,28 @@ WorkQueue step_tasks(const std::vector<StepTensor>& ts, bool any_check, NeedsChe
 }
 
 // [note: cautious] on the CPU: each chunk's kept count is taken by a check task (a check may run
-// twice, so counts are stored per task, not accumulated), and the first update of a tensor adds
-// its tensor's counts in task order (integers: the same total on any thread) into its scale.
+// twice, on two threads, so counts are stored per task, not accumulated), and the first update of
+// a tensor adds its tensor's counts (integers: the same total on any thread) into its scale. The
+// WorkQueue's release/acquire on finished checks orders the stores before the loads.
 class CautionCounts {
  public:
   CautionCounts(const WorkQueue& list, std::vector<std::pair<int64_t, int64_t>> range)
-      : list_(list), range_(std::move(range)), per_task_(size_t(list.size()), 0),
+      : list_(list), range_(std::move(range)), per_task_(new std::atomic<int64_t>[size_t(list.size())]),
         total_(new std::atomic<int64_t>[range_.size()]) {
+    for (int64_t j = 0; j < list.size(); ++j) per_task_[j].store(0, std::memory_order_relaxed);
     for (size_t t = 0; t < range_.size(); ++t) total_[t].store(-1, std::memory_order_relaxed);
   }
   void count(const KernelTable& k, const StepCall& call, const StepTensor& t, const WorkTask& task) {
-    per_task_[size_t(&task - list_.tasks().data())] = k.caution_count(call, t, task.begin, task.end);
+    per_task_[&task - list_.tasks().data()].store(k.caution_count(call, t, task.begin, task.end),
+                                                   std::memory_order_relaxed);
   }
   // s of tensor i; every check task of its batch is done.
   double scale(int32_t i, int64_t numel) {
     int64_t kept = total_[i].load(std::memory_order_relaxed);
     if (kept < 0) {
       kept = 0;
-      for (int64_t j = range_[size_t(i)].first; j < range_[size_t(i)].second; ++j) kept += per_task_[size_t(j)];
+      for (int64_t j = range_[size_t(i)].first; j < range_[size_t(i)].second; ++j)
+        kept += per_task_[j].load(std::memory_order_relaxed);
       total_[i].store(kept, std::memory_order_relaxed);  // another thread may store the same value
     }
     return caution_scale_of(numel, kept);
@@ -163,7 +167,7 @@ class CautionCounts {
  private:
   const WorkQueue& list_;
   std::vector<std::pair<int64_t, int64_t>> range_;
-  std::vector<int64_t> per_task_;
+  std::unique_ptr<std::atomic<int64_t>[]> per_task_;
   std::unique_ptr<std::atomic<int64_t>[]> total_;
 };
 
