@@ -12,7 +12,7 @@ import torch
 
 from tigercore import optim as tc_optim
 from tigercore.benchmarks.optim import make_params
-from tigercore.benchmarks.shapes import from_spec
+from tigercore.benchmarks.shapes import configurations
 from tigercore.benchmarks.timing import interleaved_step_ms
 
 CANDIDATES = {
@@ -30,21 +30,15 @@ def main(argv=None) -> list:
     args = ap.parse_args(argv)
     rows = []
     print(f"{'shapes':>16s} {'dtype':>8s} {'thr':>3s} {'optimizer':>9s} {'plain ms':>9s} {'cautious ms':>11s} {'ratio':>6s}")
-    default_threads = torch.get_num_threads()
-    for spec in args.shapes.split(","):
-        shapes = from_spec(spec)
-        for dname in args.dtypes.split(","):
-            for nt in (int(t) for t in args.threads.split(",")):
-                torch.set_num_threads(nt)
-                for name, make in CANDIDATES.items():
-                    opts = {c: make(make_params(shapes, getattr(torch, dname)), c) for c in (False, True)}
-                    m = interleaved_step_ms(opts, args.rounds)
-                    rows.append({"shapes": spec, "dtype": dname, "threads": nt, "optimizer": name,
-                                 "plain_ms": m[False], "cautious_ms": m[True]})
-                    print(f"{spec:>16s} {dname:>8s} {nt:>3d} {name:>9s} {m[False]:9.2f} {m[True]:11.2f} "
-                          f"{m[True] / m[False]:6.3f}", flush=True)
-                    del opts
-    torch.set_num_threads(default_threads)
+    for spec, shapes, dname, nt in configurations(args.shapes, args.dtypes, args.threads):
+        for name, make in CANDIDATES.items():
+            opts = {c: make(make_params(shapes, getattr(torch, dname)), c) for c in (False, True)}
+            m = interleaved_step_ms(opts, args.rounds)
+            rows.append({"shapes": spec, "dtype": dname, "threads": nt, "optimizer": name,
+                         "plain_ms": m[False], "cautious_ms": m[True]})
+            print(f"{spec:>16s} {dname:>8s} {nt:>3d} {name:>9s} {m[False]:9.2f} {m[True]:11.2f} "
+                  f"{m[True] / m[False]:6.3f}", flush=True)
+            del opts
     print("bf16 rows: bf16 parameters, fp32 momentum, precision 'master' (the default).")
     return rows
 

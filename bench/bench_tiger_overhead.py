@@ -13,7 +13,7 @@ import torch
 
 from tigercore import optim as tc_optim
 from tigercore.benchmarks.optim import make_params
-from tigercore.benchmarks.shapes import from_spec
+from tigercore.benchmarks.shapes import configurations
 from tigercore.benchmarks.timing import interleaved_step_ms
 
 CANDIDATES = {
@@ -39,18 +39,12 @@ def main(argv=None) -> list:
     rows = []
     print(f"{'shapes':>16s} {'dtype':>8s} {'thr':>3s} {'Lion ms':>8s} {'no guard':>9s} {'guard':>8s} "
           f"{'no guard/Lion':>13s} {'guard/Lion':>10s}")
-    default_threads = torch.get_num_threads()
-    for spec in args.shapes.split(","):
-        shapes = from_spec(spec)
-        for dname in args.dtypes.split(","):
-            for nt in (int(t) for t in args.threads.split(",")):
-                torch.set_num_threads(nt)
-                m = measure(shapes, getattr(torch, dname), args.rounds)
-                lion, ng, g = m["Lion"], m["Tiger, no guard"], m["Tiger"]
-                rows.append({"shapes": spec, "dtype": dname, "threads": nt, **m})
-                print(f"{spec:>16s} {dname:>8s} {nt:>3d} {lion:8.2f} {ng:9.2f} {g:8.2f} {ng / lion:13.3f} {g / lion:10.3f}",
-                      flush=True)
-    torch.set_num_threads(default_threads)
+    for spec, shapes, dname, nt in configurations(args.shapes, args.dtypes, args.threads):
+        m = measure(shapes, getattr(torch, dname), args.rounds)
+        lion, ng, g = m["Lion"], m["Tiger, no guard"], m["Tiger"]
+        rows.append({"shapes": spec, "dtype": dname, "threads": nt, **m})
+        print(f"{spec:>16s} {dname:>8s} {nt:>3d} {lion:8.2f} {ng:9.2f} {g:8.2f} {ng / lion:13.3f} {g / lion:10.3f}",
+              flush=True)
     print("bf16 rows: bf16 parameters, fp32 momentum, precision 'master' (the default).")
     return rows
 

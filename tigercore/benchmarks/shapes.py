@@ -49,3 +49,20 @@ def from_spec(spec: str) -> list[tuple[str, tuple[int, ...]]]:
     if spec.startswith("flat:"):
         return flat(int(spec.split(":", 1)[1]))
     raise ValueError(f"unknown shapes {spec!r}: 'gpt2-small' or 'flat:<numel>'")
+
+
+def configurations(shapes_arg: str, dtypes_arg: str, threads_arg: str):
+    """(spec, shapes, dtype name, threads) for every comma-separated entry of a benchmark's
+    --shapes, --dtypes and --threads, with torch's thread count set for each (and restored after)."""
+    import torch
+
+    default_threads = torch.get_num_threads()
+    try:
+        for spec in shapes_arg.split(","):
+            shapes = from_spec(spec)
+            for dname in dtypes_arg.split(","):
+                for nt in (int(t) for t in threads_arg.split(",")):
+                    torch.set_num_threads(nt)
+                    yield spec, shapes, dname, nt
+    finally:
+        torch.set_num_threads(default_threads)
