@@ -1,6 +1,7 @@
 """bench/bench_cuda.py's step closures call the ops with the current schema (every configuration,
 8-bit momentum included), run here on the CPU kernels with small shapes so the GPU benchmark does
-not rot while no GPU exists; and its bytes-per-element model against a hand count."""
+not rot while no GPU exists; its bytes-per-element model against a hand count; and the shape specs
+the CPU benchmarks share (tigercore/benchmarks/shapes.py)."""
 import importlib.util
 import os
 import sys
@@ -37,3 +38,17 @@ def test_bytes_model():
     tiger = bc.Config("tiger", torch.float32, torch.float32)
     assert bc.bytes_per_element(tiger, "K") == 20 + 4 + 4  # + stage 1: theta (RMS) and g (guard)
     assert bc.bytes_per_element(tiger, "V") == 20 + 4
+
+
+def test_shape_specs_and_configurations():
+    """The --shapes/--dtypes/--threads grid of bench/bench_cautious.py and bench_tiger_overhead.py."""
+    from tigercore.benchmarks import shapes as sh
+    assert sh.from_spec("flat:10") == [("flat", (10,))]
+    assert sh.numel_of(sh.from_spec("gpt2-small")) == 124_439_808
+    with pytest.raises(ValueError, match="unknown shapes"):
+        sh.from_spec("gpt3")
+    before = torch.get_num_threads()
+    seen = [(spec, d, t, torch.get_num_threads()) for spec, _, d, t in sh.configurations("flat:4,flat:8", "float32,bfloat16", "1")]
+    assert [s[:3] for s in seen] == [("flat:4", "float32", 1), ("flat:4", "bfloat16", 1), ("flat:8", "float32", 1),
+                                     ("flat:8", "bfloat16", 1)]
+    assert all(s[3] == 1 for s in seen) and torch.get_num_threads() == before
